@@ -1,0 +1,247 @@
+// Package filestore is the embedded default ipam.Store: one JSON file per claimed
+// block under a directory, for a lab or a single host without Kubernetes.
+//
+// Several processes may share one directory (the lab runs several agents on one
+// machine). Writers take an exclusive flock on the directory's lock file, check the
+// revision, write a temporary file, fsync it and rename it over the block's file;
+// readers take no lock, because a rename is atomic. A process killed at any point
+// therefore leaves every block either as it was or as it was written, never torn,
+// and the kernel drops its lock with it. The package must not hold allocation
+// logic: that is ipam's.
+package filestore
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io/fs"
+	"math/rand/v2"
+	"net/netip"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/flatnet-io/flatnet/ipam"
+)
+
+// Store keeps blocks as files under a directory.
+type Store struct {
+	blocksDir string
+	lock      *os.File
+	mu        sync.Mutex // flock is per open file; this orders our own goroutines
+}
+
+var _ ipam.Store = (*Store)(nil)
+
+const tmpPrefix = ".tmp-"
+
+// record is what a block file holds.
+type record struct {
+	// Revision is random, not a counter, so that a block deleted and claimed again
+	// never repeats a revision an old reader may still hold.
+	Revision string     `json:"revision"`
+	Block    ipam.Block `json:"block"`
+}
+
+// Open opens (creating it if needed) the store in dir and removes temporary files
+// that a writer killed mid-write left behind.
+func Open(dir string) (*Store, error) {
+	s := &Store{blocksDir: filepath.Join(dir, "blocks")}
+	if err := os.MkdirAll(s.blocksDir, 0o700); err != nil {
+		return nil, fmt.Errorf("open file store: %w", err)
+	}
+	lock, err := os.OpenFile(filepath.Join(dir, "lock"), os.O_CREATE|os.O_RDWR, 0o600)
+	if err != nil {
+		return nil, fmt.Errorf("open file store: %w", err)
+	}
+	s.lock = lock
+	err = s.locked(context.Background(), func() error {
+		entries, err := os.ReadDir(s.blocksDir)
+		if err != nil {
+			return err
+		}
+		for _, e := range entries {
+			// Writers only make temporary files while holding the lock we hold.
+			if strings.HasPrefix(e.Name(), tmpPrefix) {
+				if err := os.Remove(filepath.Join(s.blocksDir, e.Name())); err != nil && !errors.Is(err, fs.ErrNotExist) {
+					return err
+				}
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		lock.Close()
+		return nil, fmt.Errorf("open file store: %w", err)
+	}
+	return s, nil
+}
+
+// Close releases the lock file.
+func (s *Store) Close() error { return s.lock.Close() }
+
+// ListBlocks implements ipam.Store.
+func (s *Store) ListBlocks(ctx context.Context) ([]ipam.Block, error) {
+	if err := ctx.Err(); err != nil {
+		return nil, err
+	}
+	entries, err := os.ReadDir(s.blocksDir)
+	if err != nil {
+		return nil, fmt.Errorf("list blocks: %w", err)
+	}
+	blocks := make([]ipam.Block, 0, len(entries))
+	for _, e := range entries {
+		if !strings.HasSuffix(e.Name(), ".json") || strings.HasPrefix(e.Name(), tmpPrefix) {
+			continue
+		}
+		b, err := readBlock(filepath.Join(s.blocksDir, e.Name()))
+		if errors.Is(err, ipam.ErrNotFound) { // deleted since ReadDir
+			continue
+		}
+		if err != nil {
+			return nil, err
+		}
+		blocks = append(blocks, b)
+	}
+	return blocks, nil
+}
+
+// GetBlock implements ipam.Store.
+func (s *Store) GetBlock(ctx context.Context, cidr netip.Prefix) (ipam.Block, error) {
+	if err := ctx.Err(); err != nil {
+		return ipam.Block{}, err
+	}
+	return readBlock(s.path(cidr))
+}
+
+// CreateBlock implements ipam.Store.
+func (s *Store) CreateBlock(ctx context.Context, b ipam.Block) (out ipam.Block, err error) {
+	err = s.locked(ctx, func() error {
+		if _, err := os.Stat(s.path(b.CIDR)); err == nil {
+			return ipam.ErrExists
+		} else if !errors.Is(err, fs.ErrNotExist) {
+			return err
+		}
+		out, err = s.write(b)
+		return err
+	})
+	return out, wrap("create", b.CIDR, err)
+}
+
+// UpdateBlock implements ipam.Store.
+func (s *Store) UpdateBlock(ctx context.Context, b ipam.Block) (out ipam.Block, err error) {
+	err = s.locked(ctx, func() error {
+		if err := s.checkRevision(b); err != nil {
+			return err
+		}
+		out, err = s.write(b)
+		return err
+	})
+	return out, wrap("update", b.CIDR, err)
+}
+
+// DeleteBlock implements ipam.Store.
+func (s *Store) DeleteBlock(ctx context.Context, b ipam.Block) error {
+	err := s.locked(ctx, func() error {
+		if err := s.checkRevision(b); err != nil {
+			return err
+		}
+		return os.Remove(s.path(b.CIDR))
+	})
+	return wrap("delete", b.CIDR, err)
+}
+
+func (s *Store) checkRevision(b ipam.Block) error {
+	cur, err := readBlock(s.path(b.CIDR))
+	if err != nil {
+		return err
+	}
+	if cur.Revision != b.Revision {
+		return ipam.ErrConflict
+	}
+	return nil
+}
+
+// write stores b under a new revision: temporary file, fsync, rename.
+func (s *Store) write(b ipam.Block) (ipam.Block, error) {
+	b = b.Clone()
+	b.Revision = strconv.FormatUint(rand.Uint64(), 16)
+	data, err := json.Marshal(record{Revision: b.Revision, Block: b})
+	if err != nil {
+		return ipam.Block{}, err
+	}
+	tmp, err := os.CreateTemp(s.blocksDir, tmpPrefix+"*")
+	if err != nil {
+		return ipam.Block{}, err
+	}
+	_, err = tmp.Write(data)
+	if err == nil {
+		err = tmp.Sync()
+	}
+	if cerr := tmp.Close(); err == nil {
+		err = cerr
+	}
+	if err == nil {
+		err = os.Rename(tmp.Name(), s.path(b.CIDR))
+	}
+	if err != nil {
+		os.Remove(tmp.Name())
+		return ipam.Block{}, err
+	}
+	return b, nil
+}
+
+// locked runs fn holding both the in-process mutex and the cross-process flock.
+func (s *Store) locked(ctx context.Context, fn func() error) error {
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if err := flock(s.lock, unix.LOCK_EX); err != nil {
+		return fmt.Errorf("lock %s: %w", s.lock.Name(), err)
+	}
+	defer flock(s.lock, unix.LOCK_UN)
+	return fn()
+}
+
+func flock(f *os.File, how int) error {
+	for {
+		err := unix.Flock(int(f.Fd()), how)
+		if err != unix.EINTR {
+			return err
+		}
+	}
+}
+
+func (s *Store) path(cidr netip.Prefix) string {
+	return filepath.Join(s.blocksDir, strings.ReplaceAll(cidr.String(), "/", "_")+".json")
+}
+
+func readBlock(path string) (ipam.Block, error) {
+	data, err := os.ReadFile(path)
+	if errors.Is(err, fs.ErrNotExist) {
+		return ipam.Block{}, ipam.ErrNotFound
+	}
+	if err != nil {
+		return ipam.Block{}, fmt.Errorf("read block: %w", err)
+	}
+	var r record
+	if err := json.Unmarshal(data, &r); err != nil {
+		return ipam.Block{}, fmt.Errorf("read block %s: corrupt file: %w", path, err)
+	}
+	r.Block.Revision = r.Revision
+	return r.Block, nil
+}
+
+func wrap(op string, cidr netip.Prefix, err error) error {
+	if err == nil {
+		return nil
+	}
+	return fmt.Errorf("%s block %s: %w", op, cidr, err)
+}
