@@ -34,6 +34,24 @@ type Store struct {
 	blocksDir string
 	lock      *os.File
 	mu        sync.Mutex // flock is per open file; this orders our own goroutines
+
+	// parsed caches decoded block files by name, so that listing does not decode
+	// every file again. An entry is used only while the file's identity (inode,
+	// size, times) is unchanged; it is only ever a hint, because every write
+	// checks the revision against the file itself under the lock, and a conflict
+	// drops the entry.
+	cacheMu sync.Mutex
+	parsed  map[string]cachedBlock
+}
+
+type cachedBlock struct {
+	id    fileID
+	block ipam.Block
+}
+
+type fileID struct {
+	ino, size    uint64
+	mtime, ctime int64
 }
 
 var _ ipam.Store = (*Store)(nil)
@@ -51,7 +69,7 @@ type record struct {
 // Open opens (creating it if needed) the store in dir and removes temporary files
 // that a writer killed mid-write left behind.
 func Open(dir string) (*Store, error) {
-	s := &Store{blocksDir: filepath.Join(dir, "blocks")}
+	s := &Store{blocksDir: filepath.Join(dir, "blocks"), parsed: map[string]cachedBlock{}}
 	if err := os.MkdirAll(s.blocksDir, 0o700); err != nil {
 		return nil, fmt.Errorf("open file store: %w", err)
 	}
@@ -99,7 +117,7 @@ func (s *Store) ListBlocks(ctx context.Context) ([]ipam.Block, error) {
 		if !strings.HasSuffix(e.Name(), ".json") || strings.HasPrefix(e.Name(), tmpPrefix) {
 			continue
 		}
-		b, err := readBlock(filepath.Join(s.blocksDir, e.Name()))
+		b, err := s.readCached(e.Name())
 		if errors.Is(err, ipam.ErrNotFound) { // deleted since ReadDir
 			continue
 		}
@@ -142,6 +160,7 @@ func (s *Store) UpdateBlock(ctx context.Context, b ipam.Block) (out ipam.Block, 
 		out, err = s.write(b)
 		return err
 	})
+	s.forgetOnConflict(b.CIDR, err)
 	return out, wrap("update", b.CIDR, err)
 }
 
@@ -153,6 +172,7 @@ func (s *Store) DeleteBlock(ctx context.Context, b ipam.Block) error {
 		}
 		return os.Remove(s.path(b.CIDR))
 	})
+	s.forgetOnConflict(b.CIDR, err)
 	return wrap("delete", b.CIDR, err)
 }
 
@@ -216,6 +236,43 @@ func flock(f *os.File, how int) error {
 		if err != unix.EINTR {
 			return err
 		}
+	}
+}
+
+// readCached returns the block in the named file, decoding it only when the file
+// is not the one decoded last time.
+func (s *Store) readCached(name string) (ipam.Block, error) {
+	path := filepath.Join(s.blocksDir, name)
+	var st unix.Stat_t
+	if err := unix.Stat(path, &st); errors.Is(err, unix.ENOENT) {
+		return ipam.Block{}, ipam.ErrNotFound
+	} else if err != nil {
+		return ipam.Block{}, fmt.Errorf("read block: stat %s: %w", path, err)
+	}
+	id := fileID{ino: st.Ino, size: uint64(st.Size), mtime: st.Mtim.Nano(), ctime: st.Ctim.Nano()}
+	s.cacheMu.Lock()
+	c, ok := s.parsed[name]
+	s.cacheMu.Unlock()
+	if ok && c.id == id {
+		return c.block.Clone(), nil
+	}
+	b, err := readBlock(path)
+	if err != nil {
+		return b, err
+	}
+	s.cacheMu.Lock()
+	s.parsed[name] = cachedBlock{id: id, block: b.Clone()}
+	s.cacheMu.Unlock()
+	return b, nil
+}
+
+// forgetOnConflict drops the cached copy of a block whose write lost a race, so
+// that the retry reads the file.
+func (s *Store) forgetOnConflict(cidr netip.Prefix, err error) {
+	if errors.Is(err, ipam.ErrConflict) || errors.Is(err, ipam.ErrNotFound) {
+		s.cacheMu.Lock()
+		delete(s.parsed, filepath.Base(s.path(cidr)))
+		s.cacheMu.Unlock()
 	}
 }
 

@@ -1,0 +1,111 @@
+// Package agent is flatnet's composition root: it builds the node's datastore,
+// IPAM allocator and API server from one validated config.Config, runs them, and
+// stops them in order. It is the only package that knows all the others; they do
+// not know each other. It must not hold allocation, routing or CNI logic itself.
+package agent
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"time"
+
+	"google.golang.org/grpc"
+
+	"github.com/flatnet-io/flatnet/config"
+	"github.com/flatnet-io/flatnet/ipam"
+	"github.com/flatnet-io/flatnet/ipam/filestore"
+	"github.com/flatnet-io/flatnet/ipam/ipamgrpc"
+)
+
+// stopTimeout bounds how long in-flight API calls may finish after a stop.
+const stopTimeout = 5 * time.Second
+
+// Run runs the agent until ctx is done, then stops it and returns nil; it returns
+// an error when something could not start or failed while running.
+func Run(ctx context.Context, cfg config.Config, log *slog.Logger) error {
+	log = log.With("node", cfg.NodeName)
+	store, err := filestore.Open(cfg.Datastore.File.Dir)
+	if err != nil {
+		return err
+	}
+	defer store.Close()
+
+	alloc, err := newAllocator(store, cfg, log)
+	if err != nil {
+		return err
+	}
+
+	lis, err := listenUnix(cfg.API.Socket)
+	if err != nil {
+		return err
+	}
+	srv := grpc.NewServer()
+	ipamgrpc.NewServer(alloc, ipamgrpc.Gateways{IPv4: cfg.IPAM.GatewayIPv4, IPv6: cfg.IPAM.GatewayIPv6}, log).Register(srv)
+
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	served := make(chan error, 1)
+	go func() { served <- srv.Serve(lis) }()
+	go sweepIdleBlocks(ctx, alloc, cfg.IPAM.BlockReleaseGrace, log)
+	log.Info("agent ready", "socket", cfg.API.Socket, "datastore", cfg.Datastore.File.Dir, "pools", len(cfg.IPAM.Pools))
+
+	select {
+	case err = <-served:
+		err = fmt.Errorf("serve API on %s: %w", cfg.API.Socket, err)
+	case <-ctx.Done():
+		log.Info("agent stopping")
+	}
+	stopGracefully(srv)
+	if errors.Is(err, grpc.ErrServerStopped) {
+		err = nil
+	}
+	return err
+}
+
+func newAllocator(store ipam.Store, cfg config.Config, log *slog.Logger) (*ipam.Allocator, error) {
+	pools := make([]ipam.Pool, 0, len(cfg.IPAM.Pools))
+	for _, p := range cfg.IPAM.Pools {
+		pool, err := ipam.NewPool(p.Name, p.CIDR, p.BlockSize)
+		if err != nil {
+			return nil, err
+		}
+		pools = append(pools, pool)
+	}
+	return ipam.New(store, ipam.Config{
+		Node:           cfg.NodeName,
+		Pools:          pools,
+		StrictAffinity: cfg.IPAM.StrictAffinity,
+		ReleaseGrace:   cfg.IPAM.BlockReleaseGrace,
+		Logger:         log,
+	})
+}
+
+// sweepIdleBlocks gives back this node's blocks once they have been empty for the
+// grace period, checking twice per period (between once a second and once a minute).
+func sweepIdleBlocks(ctx context.Context, alloc *ipam.Allocator, grace time.Duration, log *slog.Logger) {
+	t := time.NewTicker(min(max(grace/2, time.Second), time.Minute))
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+			if _, err := alloc.ReleaseIdleBlocks(ctx); err != nil && ctx.Err() == nil {
+				log.Warn("release idle blocks", "err", err)
+			}
+		}
+	}
+}
+
+// stopGracefully lets in-flight calls finish, for a while.
+func stopGracefully(srv *grpc.Server) {
+	done := make(chan struct{})
+	go func() { srv.GracefulStop(); close(done) }()
+	select {
+	case <-done:
+	case <-time.After(stopTimeout):
+		srv.Stop()
+	}
+}

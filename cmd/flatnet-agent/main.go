@@ -1,0 +1,42 @@
+// Command flatnet-agent is flatnet's per-node agent: it serves IPAM to the node's
+// CNI plugin on a unix socket.
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"os/signal"
+	"syscall"
+
+	"github.com/spf13/pflag"
+
+	"github.com/flatnet-io/flatnet/agent"
+	"github.com/flatnet-io/flatnet/config"
+)
+
+func main() {
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
+	err := run(ctx, os.Args[1:])
+	stop()
+	if err != nil && !errors.Is(err, pflag.ErrHelp) {
+		fmt.Fprintln(os.Stderr, "flatnet-agent:", err)
+		os.Exit(1)
+	}
+}
+
+func run(ctx context.Context, args []string) error {
+	fs := pflag.NewFlagSet("flatnet-agent", pflag.ContinueOnError)
+	config.AddFlags(fs)
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	path, _ := fs.GetString("config")
+	cfg, err := config.Load(path, fs)
+	if err != nil {
+		return err
+	}
+	return agent.Run(ctx, cfg, slog.New(cfg.Log.Handler(os.Stderr)))
+}

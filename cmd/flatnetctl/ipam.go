@@ -1,0 +1,130 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"text/tabwriter"
+	"time"
+
+	"github.com/spf13/cobra"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/encoding/protojson"
+
+	"github.com/flatnet-io/flatnet/ipam/ipamgrpc"
+	"github.com/flatnet-io/flatnet/ipam/ipampb"
+)
+
+func newIPAMShow(opts *options) *cobra.Command {
+	var handles bool
+	cmd := &cobra.Command{
+		Use:   "show",
+		Short: "Show pools, claimed blocks and, with --handles, allocations",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			ctx, cancel := context.WithTimeout(cmd.Context(), opts.timeout)
+			defer cancel()
+			conn, err := ipamgrpc.Dial(opts.socket)
+			if err != nil {
+				return err
+			}
+			defer conn.Close()
+			client := ipampb.NewIPAMClient(conn)
+			usage, err := client.Usage(ctx, &ipampb.UsageRequest{})
+			if err != nil {
+				return explain(opts.socket, err)
+			}
+			var list *ipampb.ListResponse
+			if handles {
+				if list, err = client.List(ctx, &ipampb.ListRequest{}); err != nil {
+					return explain(opts.socket, err)
+				}
+			}
+			if opts.output == "json" {
+				return writeJSON(cmd.OutOrStdout(), usage, list)
+			}
+			return writeTable(cmd.OutOrStdout(), usage, list)
+		},
+	}
+	cmd.Flags().BoolVar(&handles, "handles", false, "also list every allocation with its handle")
+	return cmd
+}
+
+// explain turns an unreachable agent into advice rather than a gRPC dump.
+func explain(socket string, err error) error {
+	if status.Code(err) == codes.Unavailable {
+		return fmt.Errorf("agent at %s is not answering (is flatnet-agent running? is --socket right?): %s", socket, status.Convert(err).Message())
+	}
+	return fmt.Errorf("%s", status.Convert(err).Message())
+}
+
+func writeJSON(w io.Writer, usage *ipampb.UsageResponse, list *ipampb.ListResponse) error {
+	out := map[string]json.RawMessage{}
+	m := protojson.MarshalOptions{EmitUnpopulated: true}
+	b, err := m.Marshal(usage)
+	if err != nil {
+		return err
+	}
+	out["usage"] = b
+	if list != nil {
+		if b, err = m.Marshal(list); err != nil {
+			return err
+		}
+		out["allocations"] = b
+	}
+	enc := json.NewEncoder(w)
+	enc.SetIndent("", "  ")
+	return enc.Encode(out)
+}
+
+func writeTable(w io.Writer, usage *ipampb.UsageResponse, list *ipampb.ListResponse) error {
+	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+	fmt.Fprintf(tw, "Node %s\n\n", usage.GetNode())
+	fmt.Fprintln(tw, "POOL\tCIDR\tBLOCK SIZE\tBLOCKS CLAIMED\tADDRESSES USED")
+	for _, p := range usage.GetPools() {
+		used := 0
+		for _, b := range p.GetBlocks() {
+			used += int(b.GetUsed())
+		}
+		fmt.Fprintf(tw, "%s\t%s\t/%d\t%d of %s\t%d\n", p.GetName(), p.GetCidr(), p.GetBlockSize(), len(p.GetBlocks()), powerOfTwo(p.GetBlockBits()), used)
+	}
+	fmt.Fprintln(tw)
+	fmt.Fprintln(tw, "BLOCK\tPOOL\tNODE\tUSED\tFREE\tNOTE")
+	row := func(pool string, b *ipampb.BlockUsage) {
+		note := ""
+		if b.GetEmptySince() != nil {
+			note = "empty since " + b.GetEmptySince().AsTime().Format(time.RFC3339)
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%d\t%d\t%s\n", b.GetCidr(), pool, b.GetAffinity(), b.GetUsed(), b.GetSize()-b.GetUsed(), note)
+	}
+	for _, p := range usage.GetPools() {
+		for _, b := range p.GetBlocks() {
+			row(p.GetName(), b)
+		}
+	}
+	for _, b := range usage.GetUnpooledBlocks() {
+		row("(not in any pool)", b)
+	}
+	if list != nil {
+		fmt.Fprintln(tw)
+		fmt.Fprintln(tw, "ADDRESS\tHANDLE\tNODE\tPOD\tBLOCK\tALLOCATED")
+		for _, a := range list.GetAllocations() {
+			pod := "-"
+			if a.GetAttrs().GetPod() != "" {
+				pod = a.GetAttrs().GetNamespace() + "/" + a.GetAttrs().GetPod()
+			}
+			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\n", a.GetAddress(), a.GetHandle(), a.GetAttrs().GetNode(), pod, a.GetBlock(), a.GetAllocated().AsTime().Format(time.RFC3339))
+		}
+	}
+	return tw.Flush()
+}
+
+// powerOfTwo prints 2^bits exactly while it is small, and as a power beyond.
+func powerOfTwo(bits int32) string {
+	if bits < 32 {
+		return fmt.Sprint(uint64(1) << bits)
+	}
+	return fmt.Sprintf("2^%d", bits)
+}

@@ -1,0 +1,135 @@
+package config
+
+import (
+	"io"
+	"log/slog"
+	"net/netip"
+	"os"
+	"strings"
+	"time"
+)
+
+// Config is the agent's whole configuration. Load returns it validated, with
+// every pool's BlockSize resolved.
+type Config struct {
+	// NodeName is this node's name as Kubernetes knows it. Default: the host
+	// name in lower case, as the kubelet names its node.
+	NodeName  string    `mapstructure:"nodeName"`
+	Log       Log       `mapstructure:"log"`
+	API       API       `mapstructure:"api"`
+	Datastore Datastore `mapstructure:"datastore"`
+	IPAM      IPAM      `mapstructure:"ipam"`
+}
+
+// Log says what the agent logs and how.
+type Log struct {
+	Level  string `mapstructure:"level"`  // debug, info, warn or error
+	Format string `mapstructure:"format"` // text or json
+}
+
+// API is the agent's gRPC API, served on a unix socket.
+type API struct {
+	Socket string `mapstructure:"socket"` // absolute path, shorter than 108 bytes (sun_path)
+}
+
+// Datastore says where IPAM state is kept.
+type Datastore struct {
+	Type string    `mapstructure:"type"` // only "file" today
+	File FileStore `mapstructure:"file"`
+}
+
+// FileStore is the file datastore: one directory on the node.
+type FileStore struct {
+	Dir string `mapstructure:"dir"` // absolute path
+}
+
+// IPAM says which addresses pods get and how nodes share them.
+type IPAM struct {
+	Pools []Pool `mapstructure:"pools"`
+	// StrictAffinity false: when a pool has no free block, borrow addresses
+	// from blocks other nodes hold. True: fail with "pool exhausted" instead.
+	StrictAffinity bool `mapstructure:"strictAffinity"`
+	// BlockReleaseGrace is how long an empty block stays claimed by its node
+	// before it is released to the pool; 0 releases it at once.
+	BlockReleaseGrace time.Duration `mapstructure:"blockReleaseGrace"`
+	GatewayIPv4       netip.Addr    `mapstructure:"gatewayIPv4"` // pods' IPv4 default gateway, link-local
+	GatewayIPv6       netip.Addr    `mapstructure:"gatewayIPv6"` // pods' IPv6 default gateway, link-local
+}
+
+// Pool is a range of pod addresses, handed to nodes in blocks.
+type Pool struct {
+	Name string       `mapstructure:"name"` // unique DNS-1123 label
+	CIDR netip.Prefix `mapstructure:"cidr"` // no host bits set
+	// BlockSize is the prefix length of a block: 20..32 for IPv4, 116..128 for
+	// IPv6, and no shorter than CIDR's. 0 means the family default, 26 for
+	// IPv4 and 122 for IPv6; Load replaces it with that default.
+	BlockSize int `mapstructure:"blockSize"`
+}
+
+// Default returns the built-in value of every setting, the one used when the
+// file, the environment and the flags leave it unset.
+func Default() Config {
+	return Config{
+		NodeName: hostname(),
+		Log: Log{
+			Level:  "info",
+			Format: "text",
+		},
+		API: API{
+			Socket: "/run/flatnet/flatnet.sock",
+		},
+		Datastore: Datastore{
+			Type: "file",
+			File: FileStore{Dir: "/var/lib/flatnet/ipam"},
+		},
+		IPAM: IPAM{
+			Pools: []Pool{{
+				Name:      "default-ipv4",
+				CIDR:      netip.MustParsePrefix("10.244.0.0/16"),
+				BlockSize: 26,
+			}},
+			StrictAffinity:    false,
+			BlockReleaseGrace: 5 * time.Minute,
+			GatewayIPv4:       netip.MustParseAddr("169.254.1.1"),
+			GatewayIPv6:       netip.MustParseAddr("fe80::1"),
+		},
+	}
+}
+
+// hostname returns the host name the way the kubelet turns it into a node
+// name: lower-cased. It returns "" when the host name is unknown, which
+// Validate rejects.
+func hostname() string {
+	h, err := os.Hostname()
+	if err != nil {
+		return ""
+	}
+	return strings.ToLower(strings.TrimSpace(h))
+}
+
+// defaultBlockSize returns the block size a pool of cidr's family gets when it
+// names none.
+func defaultBlockSize(cidr netip.Prefix) int {
+	if cidr.Addr().Is4() {
+		return 26
+	}
+	return 122
+}
+
+// logLevels maps the values of log.level to slog levels.
+var logLevels = map[string]slog.Level{
+	"debug": slog.LevelDebug,
+	"info":  slog.LevelInfo,
+	"warn":  slog.LevelWarn,
+	"error": slog.LevelError,
+}
+
+// Handler returns a slog handler writing to w in l's format at l's level. A
+// level or format Validate would reject falls back to info and text.
+func (l Log) Handler(w io.Writer) slog.Handler {
+	opts := &slog.HandlerOptions{Level: logLevels[l.Level]}
+	if l.Format == "json" {
+		return slog.NewJSONHandler(w, opts)
+	}
+	return slog.NewTextHandler(w, opts)
+}

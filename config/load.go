@@ -1,0 +1,199 @@
+package config
+
+import (
+	"errors"
+	"fmt"
+	"net/netip"
+	"os"
+	"reflect"
+	"strconv"
+	"time"
+
+	"github.com/go-viper/mapstructure/v2"
+	"github.com/spf13/pflag"
+	"github.com/spf13/viper"
+)
+
+// agentFlags are the flags that set a key. --config is not one of them: it
+// names the file, it is not a setting.
+var agentFlags = []struct {
+	name, key, usage string
+}{
+	{"node-name", "nodeName", "name of this node as Kubernetes knows it"},
+	{"log-level", "log.level", "lowest level logged: debug, info, warn or error"},
+	{"log-format", "log.format", "log format: text or json"},
+	{"socket", "api.socket", "unix socket of the agent's gRPC API"},
+	{"datastore-dir", "datastore.file.dir", "directory of the file datastore"},
+}
+
+// AddFlags registers the agent's flags on fs: --config, the path of the YAML
+// file to pass to Load, and one flag per key that is often set by hand
+// (--node-name, --log-level, --log-format, --socket, --datastore-dir). The
+// flags have no default of their own: Load applies only those the user set.
+func AddFlags(fs *pflag.FlagSet) {
+	fs.String("config", "", "path of the YAML configuration file (none: defaults, FLATNET_* environment and flags only)")
+	for _, f := range agentFlags {
+		fs.String(f.name, "", fmt.Sprintf("%s (sets %s)", f.usage, f.key))
+	}
+}
+
+// Load builds the configuration: defaults, then the YAML file at path (path
+// "" = no file), then FLATNET_* environment variables, then the flags in fs
+// that the user changed (fs may be nil). It validates before returning.
+//
+// A missing file, a YAML syntax error or a key Config does not have is an
+// error naming the file; every other error names the key path, and Load
+// reports all of them at once, joined.
+func Load(path string, fs *pflag.FlagSet) (Config, error) {
+	v := viper.New()
+	for _, s := range settings(Default()) {
+		v.SetDefault(s.key, s.value)
+		if vars := envVars(s); len(vars) > 0 {
+			if err := v.BindEnv(append([]string{s.key}, vars...)...); err != nil {
+				return Config{}, fmt.Errorf("bind %s to the environment: %w", s.key, err)
+			}
+		}
+	}
+	if path != "" {
+		file, err := readFile(path)
+		if err != nil {
+			return Config{}, err
+		}
+		if err := v.MergeConfigMap(file); err != nil {
+			return Config{}, fmt.Errorf("merge config %s: %w", path, err)
+		}
+	}
+	if err := bindChangedFlags(v, fs); err != nil {
+		return Config{}, err
+	}
+
+	var c Config
+	if err := v.UnmarshalExact(&c, viper.DecodeHook(decodeHook)); err != nil {
+		return Config{}, decodeErrors(err)
+	}
+	if err := c.Validate(); err != nil {
+		return Config{}, err
+	}
+	for i, p := range c.IPAM.Pools {
+		if p.BlockSize == 0 {
+			c.IPAM.Pools[i].BlockSize = defaultBlockSize(p.CIDR)
+		}
+	}
+	return c, nil
+}
+
+// readFile parses the YAML file at path, whatever its extension, and checks
+// that every key in it is one Config has.
+func readFile(path string) (map[string]any, error) {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("read config: %w", err)
+	}
+	// viper's own YAML decoder: the file is parsed as viper would parse it,
+	// but keys keep the case they are written in, for the errors below.
+	dec, err := viper.NewCodecRegistry().Decoder("yaml")
+	if err != nil {
+		return nil, fmt.Errorf("parse config %s: %w", path, err)
+	}
+	raw := map[string]any{}
+	if err := dec.Decode(b, raw); err != nil {
+		return nil, fmt.Errorf("parse config %s: %w", path, err)
+	}
+	if errs := checkKeys(raw, reflect.TypeFor[Config](), ""); len(errs) > 0 {
+		for i, err := range errs {
+			errs[i] = fmt.Errorf("config %s: %w", path, err)
+		}
+		return nil, errors.Join(errs...)
+	}
+	return raw, nil
+}
+
+// bindChangedFlags binds to its key each agent flag the user set in fs. An
+// unset flag is left out, so its empty default never hides the file or the
+// environment.
+func bindChangedFlags(v *viper.Viper, fs *pflag.FlagSet) error {
+	if fs == nil {
+		return nil
+	}
+	for _, f := range agentFlags {
+		flag := fs.Lookup(f.name)
+		if flag == nil || !flag.Changed {
+			continue
+		}
+		if err := v.BindPFlag(f.key, flag); err != nil {
+			return fmt.Errorf("bind --%s to %s: %w", f.name, f.key, err)
+		}
+	}
+	return nil
+}
+
+var (
+	durationType = reflect.TypeFor[time.Duration]()
+	addrType     = reflect.TypeFor[netip.Addr]()
+	prefixType   = reflect.TypeFor[netip.Prefix]()
+)
+
+// decodeHook turns the strings of the file, the environment and the flags
+// into durations, addresses, prefixes, booleans and integers, with errors
+// that quote the value (mapstructure's own hooks drop it).
+func decodeHook(from, to reflect.Type, data any) (any, error) {
+	s, isString := data.(string)
+	switch {
+	case to == durationType && from != durationType:
+		if isString {
+			return time.ParseDuration(s)
+		}
+		if v := reflect.ValueOf(data); (v.CanInt() || v.CanUint() || v.CanFloat()) && v.IsZero() {
+			return time.Duration(0), nil
+		}
+		return nil, fmt.Errorf("want a duration with a unit, such as \"5m\" or \"300s\", got %v", data)
+	case to == addrType && from != addrType:
+		if !isString {
+			return nil, fmt.Errorf("want an IP address, got %v", data)
+		}
+		return netip.ParseAddr(s)
+	case to == prefixType && from != prefixType:
+		if !isString {
+			return nil, fmt.Errorf("want a CIDR such as 10.244.0.0/16, got %v", data)
+		}
+		return netip.ParsePrefix(s)
+	case to.Kind() == reflect.Bool && isString:
+		b, err := strconv.ParseBool(s)
+		if err != nil {
+			return nil, fmt.Errorf("want true or false, got %q", s)
+		}
+		return b, nil
+	case to.Kind() == reflect.Int && isString:
+		n, err := strconv.Atoi(s)
+		if err != nil {
+			return nil, fmt.Errorf("want an integer, got %q", s)
+		}
+		return n, nil
+	}
+	return data, nil
+}
+
+// decodeErrors rewrites each of mapstructure's "'ipam.blockReleaseGrace'
+// time: ..." errors as "ipam.blockReleaseGrace: time: ...", joined, without
+// the preamble mapstructure puts before several of them.
+func decodeErrors(err error) error {
+	var errs []error
+	var walk func(error)
+	walk = func(err error) {
+		// Joins first: errors.As on a join would stop at its first DecodeError.
+		var joined interface{ Unwrap() []error }
+		var decodeErr *mapstructure.DecodeError
+		switch {
+		case errors.As(err, &joined):
+			for _, err := range joined.Unwrap() {
+				walk(err)
+			}
+		case errors.As(err, &decodeErr):
+			errs = append(errs, fmt.Errorf("%s: %w", decodeErr.Name(), decodeErr.Unwrap()))
+		default:
+			errs = append(errs, err)
+		}
+	}
+	walk(err)
+	return errors.Join(errs...)
+}
