@@ -44,7 +44,7 @@ lint: ## gofmt, go vet and golangci-lint (installed from the Go module proxy if 
 .PHONY: bench
 bench: build ## run the benchmarks side by side with their references; medians via benchstat
 	@mkdir -p $(BIN)/bench
-	$(GO) test -run '^$$' -bench . -benchtime 2000x -count $(BENCH_COUNT) ./ipam/... | tee $(BIN)/bench/ipam.txt
+	$(GO) test -run '^$$' -bench . -benchtime 1000x -count $(BENCH_COUNT) ./ipam/... ./agent/ | tee $(BIN)/bench/ipam.txt
 	@test -x $(BIN)/tools/benchstat || GOBIN=$(BIN)/tools $(GO) install golang.org/x/perf/cmd/benchstat@latest
 	$(BIN)/tools/benchstat $(BIN)/bench/ipam.txt
 

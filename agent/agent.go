@@ -26,7 +26,7 @@ const stopTimeout = 5 * time.Second
 // an error when something could not start or failed while running.
 func Run(ctx context.Context, cfg config.Config, log *slog.Logger) error {
 	log = log.With("node", cfg.NodeName)
-	store, err := filestore.Open(cfg.Datastore.File.Dir)
+	store, err := filestore.Open(cfg.Datastore.File.Dir, filestore.Options{SkipFsync: !cfg.Datastore.File.Fsync})
 	if err != nil {
 		return err
 	}

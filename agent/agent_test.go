@@ -23,7 +23,7 @@ import (
 	"github.com/flatnet-io/flatnet/ipam/ipampb"
 )
 
-func testConfig(t *testing.T) config.Config {
+func testConfig(t testing.TB) config.Config {
 	t.Helper()
 	dir := t.TempDir()
 	cfg := config.Default()
@@ -39,7 +39,7 @@ func testConfig(t *testing.T) config.Config {
 }
 
 // start runs the agent until the test ends and returns a client on its socket.
-func start(t *testing.T, cfg config.Config) ipampb.IPAMClient {
+func start(t testing.TB, cfg config.Config) ipampb.IPAMClient {
 	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
@@ -59,7 +59,7 @@ func start(t *testing.T, cfg config.Config) ipampb.IPAMClient {
 	return ipampb.NewIPAMClient(conn)
 }
 
-func waitForSocket(t *testing.T, path string, done <-chan error) {
+func waitForSocket(t testing.TB, path string, done <-chan error) {
 	t.Helper()
 	for deadline := time.Now().Add(10 * time.Second); time.Now().Before(deadline); time.Sleep(5 * time.Millisecond) {
 		select {

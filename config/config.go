@@ -41,6 +41,10 @@ type Datastore struct {
 // FileStore is the file datastore: one directory on the node.
 type FileStore struct {
 	Dir string `mapstructure:"dir"` // absolute path
+	// Fsync makes every write durable before it is acknowledged. Off, a killed
+	// agent still never leaves a torn file (writes are renames); only a power
+	// loss could lose the last writes, or tear a block file.
+	Fsync bool `mapstructure:"fsync"`
 }
 
 // IPAM says which addresses pods get and how nodes share them.
@@ -80,7 +84,7 @@ func Default() Config {
 		},
 		Datastore: Datastore{
 			Type: "file",
-			File: FileStore{Dir: "/var/lib/flatnet/ipam"},
+			File: FileStore{Dir: "/var/lib/flatnet/ipam", Fsync: true},
 		},
 		IPAM: IPAM{
 			Pools: []Pool{{

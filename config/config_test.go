@@ -23,7 +23,7 @@ func TestDefault(t *testing.T) {
 		NodeName:  "node-1",
 		Log:       Log{Level: "info", Format: "text"},
 		API:       API{Socket: "/run/flatnet/flatnet.sock"},
-		Datastore: Datastore{Type: "file", File: FileStore{Dir: "/var/lib/flatnet/ipam"}},
+		Datastore: Datastore{Type: "file", File: FileStore{Dir: "/var/lib/flatnet/ipam", Fsync: true}},
 		IPAM: IPAM{
 			Pools:             []Pool{{Name: "default-ipv4", CIDR: netip.MustParsePrefix("10.244.0.0/16"), BlockSize: 26}},
 			BlockReleaseGrace: 5 * time.Minute,

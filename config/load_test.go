@@ -58,7 +58,7 @@ func exampleConfig() Config {
 		NodeName:  "node-a",
 		Log:       Log{Level: "info", Format: "text"},
 		API:       API{Socket: "/run/flatnet/flatnet.sock"},
-		Datastore: Datastore{Type: "file", File: FileStore{Dir: "/var/lib/flatnet/ipam"}},
+		Datastore: Datastore{Type: "file", File: FileStore{Dir: "/var/lib/flatnet/ipam", Fsync: true}},
 		IPAM: IPAM{
 			Pools: []Pool{
 				{Name: "default-ipv4", CIDR: netip.MustParsePrefix("10.244.0.0/16"), BlockSize: 26},
@@ -230,6 +230,7 @@ func TestEnvOverridesEveryScalarKey(t *testing.T) {
 		{env: "FLATNET_API_SOCKET", value: "/tmp/f.sock", want: func(c *Config) { c.API.Socket = "/tmp/f.sock" }},
 		{env: "FLATNET_DATASTORE_TYPE", value: "kubernetes", wantErr: `datastore.type "kubernetes": not supported yet`},
 		{env: "FLATNET_DATASTORE_FILE_DIR", value: "/tmp/ipam", want: func(c *Config) { c.Datastore.File.Dir = "/tmp/ipam" }},
+		{env: "FLATNET_DATASTORE_FILE_FSYNC", value: "false", want: func(c *Config) { c.Datastore.File.Fsync = false }},
 		{env: "FLATNET_IPAM_STRICTAFFINITY", value: "true", want: func(c *Config) { c.IPAM.StrictAffinity = true }},
 		{env: "FLATNET_IPAM_BLOCKRELEASEGRACE", value: "90s", want: func(c *Config) { c.IPAM.BlockReleaseGrace = 90 * time.Second }},
 		{env: "FLATNET_IPAM_GATEWAYIPV4", value: "169.254.0.1", want: func(c *Config) { c.IPAM.GatewayIPv4 = netip.MustParseAddr("169.254.0.1") }},

@@ -304,7 +304,9 @@ func TestReleaseAndIdleBlocks(t *testing.T) {
 
 	// A block that is used again before the grace runs out stays.
 	alloc(t, a, "h2")
-	a.Release(ctx, "h2")
+	if _, err := a.Release(ctx, "h2"); err != nil {
+		t.Fatal(err)
+	}
 	alloc(t, a, "h3")
 	clk.now = clk.now.Add(time.Hour)
 	if rel, _ := a.ReleaseIdleBlocks(ctx); len(rel) != 0 {

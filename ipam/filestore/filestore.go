@@ -4,13 +4,15 @@
 // Several processes may share one directory (the lab runs several agents on one
 // machine). Writers take an exclusive flock on the directory's lock file, check the
 // revision, write a temporary file, fsync it and rename it over the block's file;
-// readers take no lock, because a rename is atomic. A process killed at any point
+// readers take no lock, because a rename is atomic. The temporary file is fsync'ed
+// unless Options.SkipFsync says otherwise. A process killed at any point
 // therefore leaves every block either as it was or as it was written, never torn,
 // and the kernel drops its lock with it. The package must not hold allocation
 // logic: that is ipam's.
 package filestore
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -29,8 +31,17 @@ import (
 	"github.com/flatnet-io/flatnet/ipam"
 )
 
+// Options tune a Store.
+type Options struct {
+	// SkipFsync acknowledges writes before they reach the disk: a killed process
+	// still never leaves a torn file, but a power loss may lose or tear the
+	// latest writes. For a store on tmpfs, or a lab.
+	SkipFsync bool
+}
+
 // Store keeps blocks as files under a directory.
 type Store struct {
+	opts      Options
 	blocksDir string
 	lock      *os.File
 	mu        sync.Mutex // flock is per open file; this orders our own goroutines
@@ -68,8 +79,8 @@ type record struct {
 
 // Open opens (creating it if needed) the store in dir and removes temporary files
 // that a writer killed mid-write left behind.
-func Open(dir string) (*Store, error) {
-	s := &Store{blocksDir: filepath.Join(dir, "blocks"), parsed: map[string]cachedBlock{}}
+func Open(dir string, opts Options) (*Store, error) {
+	s := &Store{opts: opts, blocksDir: filepath.Join(dir, "blocks"), parsed: map[string]cachedBlock{}}
 	if err := os.MkdirAll(s.blocksDir, 0o700); err != nil {
 		return nil, fmt.Errorf("open file store: %w", err)
 	}
@@ -176,15 +187,49 @@ func (s *Store) DeleteBlock(ctx context.Context, b ipam.Block) error {
 	return wrap("delete", b.CIDR, err)
 }
 
+// checkRevision compares b's revision with the file's own, never with the cache:
+// this comparison is what makes a write a compare-and-swap.
 func (s *Store) checkRevision(b ipam.Block) error {
-	cur, err := readBlock(s.path(b.CIDR))
-	if err != nil {
-		return err
+	path := s.path(b.CIDR)
+	data, err := os.ReadFile(path)
+	if errors.Is(err, fs.ErrNotExist) {
+		return ipam.ErrNotFound
 	}
-	if cur.Revision != b.Revision {
+	if err != nil {
+		return fmt.Errorf("read block: %w", err)
+	}
+	rev, err := revisionOf(data)
+	if err != nil {
+		return fmt.Errorf("read block %s: corrupt file: %w", path, err)
+	}
+	if rev != b.Revision {
 		return ipam.ErrConflict
 	}
 	return nil
+}
+
+// revisionOf reads the revision, the first field of a block file, without
+// decoding the rest.
+func revisionOf(data []byte) (string, error) {
+	dec := json.NewDecoder(bytes.NewReader(data))
+	for _, want := range []any{json.Delim('{'), "revision"} {
+		tok, err := dec.Token()
+		if err != nil {
+			return "", err
+		}
+		if tok != want {
+			return "", fmt.Errorf("want %v at the start, got %v", want, tok)
+		}
+	}
+	tok, err := dec.Token()
+	if err != nil {
+		return "", err
+	}
+	rev, ok := tok.(string)
+	if !ok || rev == "" {
+		return "", fmt.Errorf("bad revision %v", tok)
+	}
+	return rev, nil
 }
 
 // write stores b under a new revision: temporary file, fsync, rename.
@@ -200,24 +245,26 @@ func (s *Store) write(b ipam.Block) (ipam.Block, error) {
 		return ipam.Block{}, err
 	}
 	_, err = tmp.Write(data)
-	if err == nil {
+	if err == nil && !s.opts.SkipFsync {
 		err = tmp.Sync()
 	}
 	if cerr := tmp.Close(); err == nil {
 		err = cerr
 	}
+	path := s.path(b.CIDR)
 	if err == nil {
-		err = os.Rename(tmp.Name(), s.path(b.CIDR))
+		err = os.Rename(tmp.Name(), path)
 	}
 	if err != nil {
 		os.Remove(tmp.Name())
 		return ipam.Block{}, err
 	}
+	s.remember(path, b)
 	return b, nil
 }
 
 // locked runs fn holding both the in-process mutex and the cross-process flock.
-func (s *Store) locked(ctx context.Context, fn func() error) error {
+func (s *Store) locked(ctx context.Context, fn func() error) (err error) {
 	if err := ctx.Err(); err != nil {
 		return err
 	}
@@ -226,7 +273,12 @@ func (s *Store) locked(ctx context.Context, fn func() error) error {
 	if err := flock(s.lock, unix.LOCK_EX); err != nil {
 		return fmt.Errorf("lock %s: %w", s.lock.Name(), err)
 	}
-	defer flock(s.lock, unix.LOCK_UN)
+	defer func() {
+		// A lock we cannot drop would stall every other agent on the host: say so.
+		if uerr := flock(s.lock, unix.LOCK_UN); uerr != nil {
+			err = errors.Join(err, fmt.Errorf("unlock %s: %w", s.lock.Name(), uerr))
+		}
+	}()
 	return fn()
 }
 
@@ -243,13 +295,10 @@ func flock(f *os.File, how int) error {
 // is not the one decoded last time.
 func (s *Store) readCached(name string) (ipam.Block, error) {
 	path := filepath.Join(s.blocksDir, name)
-	var st unix.Stat_t
-	if err := unix.Stat(path, &st); errors.Is(err, unix.ENOENT) {
-		return ipam.Block{}, ipam.ErrNotFound
-	} else if err != nil {
-		return ipam.Block{}, fmt.Errorf("read block: stat %s: %w", path, err)
+	id, err := identify(path)
+	if err != nil {
+		return ipam.Block{}, err
 	}
-	id := fileID{ino: st.Ino, size: uint64(st.Size), mtime: st.Mtim.Nano(), ctime: st.Ctim.Nano()}
 	s.cacheMu.Lock()
 	c, ok := s.parsed[name]
 	s.cacheMu.Unlock()
@@ -264,6 +313,29 @@ func (s *Store) readCached(name string) (ipam.Block, error) {
 	s.parsed[name] = cachedBlock{id: id, block: b.Clone()}
 	s.cacheMu.Unlock()
 	return b, nil
+}
+
+// remember caches the block just written to path, so the next listing does not
+// decode what this process wrote itself.
+func (s *Store) remember(path string, b ipam.Block) {
+	id, err := identify(path)
+	if err != nil {
+		return // the next read decodes the file
+	}
+	s.cacheMu.Lock()
+	s.parsed[filepath.Base(path)] = cachedBlock{id: id, block: b.Clone()}
+	s.cacheMu.Unlock()
+}
+
+// identify returns what tells one version of a file from another.
+func identify(path string) (fileID, error) {
+	var st unix.Stat_t
+	if err := unix.Stat(path, &st); errors.Is(err, unix.ENOENT) {
+		return fileID{}, ipam.ErrNotFound
+	} else if err != nil {
+		return fileID{}, fmt.Errorf("read block: stat %s: %w", path, err)
+	}
+	return fileID{ino: st.Ino, size: uint64(st.Size), mtime: st.Mtim.Nano(), ctime: st.Ctim.Nano()}, nil
 }
 
 // forgetOnConflict drops the cached copy of a block whose write lost a race, so

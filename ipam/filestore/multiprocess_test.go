@@ -43,7 +43,7 @@ func TestMain(m *testing.M) {
 // for each one once Allocate has returned: a printed line is an acknowledged
 // allocation that must never be lost.
 func allocateMany(dir, node string, n int) error {
-	s, err := filestore.Open(dir)
+	s, err := filestore.Open(dir, filestore.Options{})
 	if err != nil {
 		return err
 	}
@@ -94,7 +94,7 @@ func spawn(t *testing.T, dir, node string, n int) *child {
 	if err := c.cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() { c.cmd.Process.Kill() })
+	t.Cleanup(func() { _ = c.cmd.Process.Kill() })
 	go func() {
 		sc := bufio.NewScanner(out)
 		for sc.Scan() {
