@@ -82,6 +82,9 @@ func New(store Store, cfg Config) (*Allocator, error) {
 // Node is the node this allocator works for.
 func (a *Allocator) Node() string { return a.cfg.Node }
 
+// StrictAffinity tells whether this node refuses to borrow from other nodes' blocks.
+func (a *Allocator) StrictAffinity() bool { return a.cfg.StrictAffinity }
+
 // Pools returns the configured pools.
 func (a *Allocator) Pools() []Pool { return slices.Clone(a.cfg.Pools) }
 

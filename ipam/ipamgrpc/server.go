@@ -119,7 +119,7 @@ func (s *Server) Usage(ctx context.Context, _ *ipampb.UsageRequest) (*ipampb.Usa
 	if err != nil {
 		return nil, s.fail("usage", "", err)
 	}
-	resp := &ipampb.UsageResponse{Node: s.alloc.Node()}
+	resp := &ipampb.UsageResponse{Node: s.alloc.Node(), StrictAffinity: s.alloc.StrictAffinity()}
 	pools := s.alloc.Pools()
 	for _, p := range pools {
 		resp.Pools = append(resp.Pools, &ipampb.PoolUsage{
@@ -149,7 +149,7 @@ func (s *Server) List(ctx context.Context, req *ipampb.ListRequest) (*ipampb.Lis
 	var all []ipam.Allocation
 	for _, b := range blocks {
 		for _, al := range b.Allocations {
-			if req.GetNode() == "" || al.Attrs.Node == req.GetNode() {
+			if (req.GetNode() == "" || al.Attrs.Node == req.GetNode()) && (req.GetHandle() == "" || al.Handle == req.GetHandle()) {
 				all = append(all, al)
 			}
 		}

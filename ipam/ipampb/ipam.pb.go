@@ -618,6 +618,9 @@ type UsageResponse struct {
 	// unpooled_blocks are claimed blocks outside every configured pool (a pool
 	// removed from the configuration); nothing is allocated from them any more.
 	UnpooledBlocks []*BlockUsage `protobuf:"bytes,3,rep,name=unpooled_blocks,json=unpooledBlocks,proto3" json:"unpooled_blocks,omitempty"`
+	// strict_affinity: the node does not borrow from other nodes' blocks, so a
+	// pool whose blocks are all claimed is full for it once its own blocks are.
+	StrictAffinity bool `protobuf:"varint,4,opt,name=strict_affinity,json=strictAffinity,proto3" json:"strict_affinity,omitempty"`
 	unknownFields  protoimpl.UnknownFields
 	sizeCache      protoimpl.SizeCache
 }
@@ -671,6 +674,13 @@ func (x *UsageResponse) GetUnpooledBlocks() []*BlockUsage {
 		return x.UnpooledBlocks
 	}
 	return nil
+}
+
+func (x *UsageResponse) GetStrictAffinity() bool {
+	if x != nil {
+		return x.StrictAffinity
+	}
+	return false
 }
 
 type PoolUsage struct {
@@ -832,7 +842,9 @@ func (x *BlockUsage) GetEmptySince() *timestamppb.Timestamp {
 type ListRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// node limits the answer to allocations made for that node; empty lists all.
-	Node          string `protobuf:"bytes,1,opt,name=node,proto3" json:"node,omitempty"`
+	Node string `protobuf:"bytes,1,opt,name=node,proto3" json:"node,omitempty"`
+	// handle limits the answer to one handle's allocations.
+	Handle        string `protobuf:"bytes,2,opt,name=handle,proto3" json:"handle,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -870,6 +882,13 @@ func (*ListRequest) Descriptor() ([]byte, []int) {
 func (x *ListRequest) GetNode() string {
 	if x != nil {
 		return x.Node
+	}
+	return ""
+}
+
+func (x *ListRequest) GetHandle() string {
+	if x != nil {
+		return x.Handle
 	}
 	return ""
 }
@@ -956,11 +975,12 @@ const file_ipam_ipampb_ipam_proto_rawDesc = "" +
 	"\x05attrs\x18\x03 \x01(\v2\x1b.flatnet.ipam.v1.AttributesR\x05attrs\x128\n" +
 	"\tallocated\x18\x04 \x01(\v2\x1a.google.protobuf.TimestampR\tallocated\x12\x14\n" +
 	"\x05block\x18\x05 \x01(\tR\x05block\"\x0e\n" +
-	"\fUsageRequest\"\x9b\x01\n" +
+	"\fUsageRequest\"\xc4\x01\n" +
 	"\rUsageResponse\x12\x12\n" +
 	"\x04node\x18\x01 \x01(\tR\x04node\x120\n" +
 	"\x05pools\x18\x02 \x03(\v2\x1a.flatnet.ipam.v1.PoolUsageR\x05pools\x12D\n" +
-	"\x0funpooled_blocks\x18\x03 \x03(\v2\x1b.flatnet.ipam.v1.BlockUsageR\x0eunpooledBlocks\"\xa6\x01\n" +
+	"\x0funpooled_blocks\x18\x03 \x03(\v2\x1b.flatnet.ipam.v1.BlockUsageR\x0eunpooledBlocks\x12'\n" +
+	"\x0fstrict_affinity\x18\x04 \x01(\bR\x0estrictAffinity\"\xa6\x01\n" +
 	"\tPoolUsage\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x12\n" +
 	"\x04cidr\x18\x02 \x01(\tR\x04cidr\x12\x1d\n" +
@@ -976,9 +996,10 @@ const file_ipam_ipampb_ipam_proto_rawDesc = "" +
 	"\x04used\x18\x03 \x01(\x05R\x04used\x12\x12\n" +
 	"\x04size\x18\x04 \x01(\x05R\x04size\x12;\n" +
 	"\vempty_since\x18\x05 \x01(\v2\x1a.google.protobuf.TimestampR\n" +
-	"emptySince\"!\n" +
+	"emptySince\"9\n" +
 	"\vListRequest\x12\x12\n" +
-	"\x04node\x18\x01 \x01(\tR\x04node\"M\n" +
+	"\x04node\x18\x01 \x01(\tR\x04node\x12\x16\n" +
+	"\x06handle\x18\x02 \x01(\tR\x06handle\"M\n" +
 	"\fListResponse\x12=\n" +
 	"\vallocations\x18\x01 \x03(\v2\x1b.flatnet.ipam.v1.AllocationR\vallocations*B\n" +
 	"\x06Family\x12\x16\n" +
