@@ -8,7 +8,7 @@ GO       ?= go
 BIN      := $(CURDIR)/bin
 BINARIES := flatnet-agent flatnet flatnetctl
 # Debian packages the tests and the lab need; `make deps` installs the missing ones.
-DEB_PKGS := iproute2 iputils-ping protobuf-compiler
+DEB_PKGS := iproute2 iputils-ping protobuf-compiler containernetworking-plugins iptables frr bird2 etcd-server
 GOLANGCI_LINT_VERSION := v2.15.0
 BENCH_COUNT ?= 6
 
@@ -60,7 +60,7 @@ generate: ## regenerate the protobuf code (protoc from Debian, plugins pinned in
 
 .PHONY: lab
 lab: ## bring up the multi-node lab (not built yet: see README)
-	@echo "make lab is not built yet: it arrives with the lab work (BGP, CNI and the netns runner come first)." >&2; exit 1
+	@echo "make lab is not built yet: it arrives with the lab work (the BGP speaker and the netns runner come first)." >&2; exit 1
 
 .PHONY: clean
 clean: ## remove build output

@@ -1,22 +1,21 @@
 // Command flatnet is flatnet's CNI plugin, executed by the container runtime for
-// every pod. This build answers VERSION; wiring pods (ADD, DEL, CHECK, GC, STATUS)
-// comes with the CNI work and is refused with a CNI error until then.
+// every pod: it wires the pod into the node's routing with a veth pair and gets
+// the pod's addresses from the node's flatnet agent.
 package main
 
 import (
+	"runtime"
+
 	"github.com/containernetworking/cni/pkg/skel"
-	"github.com/containernetworking/cni/pkg/types"
-	"github.com/containernetworking/cni/pkg/version"
+
+	"github.com/flatnet-io/flatnet/cni"
 )
 
-// errNotImplemented is a plugin-specific CNI error code (100 and up are ours).
-const errNotImplemented = 100
-
-func notYet(*skel.CmdArgs) error {
-	return types.NewError(errNotImplemented, "not implemented", "this flatnet build does not wire pods yet")
+func init() {
+	// Namespace switches are per OS thread: keep main on one.
+	runtime.LockOSThread()
 }
 
 func main() {
-	skel.PluginMainFuncs(skel.CNIFuncs{Add: notYet, Del: notYet, Check: notYet, GC: notYet, Status: notYet},
-		version.PluginSupports("0.4.0", "1.0.0", "1.1.0"), "flatnet: BGP-routed pod networking")
+	skel.PluginMainFuncs(cni.Funcs(), cni.SupportedVersions, "flatnet: BGP-routed pod networking, no bridge, no NAT")
 }

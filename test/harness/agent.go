@@ -1,0 +1,139 @@
+package harness
+
+import (
+	"context"
+	"fmt"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/flatnet-io/flatnet/ipam/ipamgrpc"
+	"github.com/flatnet-io/flatnet/ipam/ipampb"
+)
+
+// Pool is an IPAM pool for an agent's configuration.
+type Pool struct {
+	Name      string
+	CIDR      string
+	BlockSize int
+}
+
+// AgentConfig is what a test agent differs in.
+type AgentConfig struct {
+	Node           string
+	Pools          []Pool
+	StrictAffinity bool
+	// StoreDir is the file datastore; agents sharing one are one cluster.
+	// Empty: a directory of the agent's own.
+	StoreDir string
+}
+
+// Agent is a flatnet-agent process running inside a namespace.
+type Agent struct {
+	Socket  string
+	LogPath string
+	cmd     *exec.Cmd
+	done    chan error
+}
+
+// StartAgent runs bin/flatnet-agent inside ns and waits until it serves.
+func StartAgent(t testing.TB, ns *NetNS, cfg AgentConfig) *Agent {
+	t.Helper()
+	// A short directory: unix socket paths end at 107 bytes.
+	dir, err := os.MkdirTemp("", "ft")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.RemoveAll(dir) })
+	if cfg.StoreDir == "" {
+		cfg.StoreDir = filepath.Join(dir, "store")
+	}
+	var pools strings.Builder
+	for _, p := range cfg.Pools {
+		fmt.Fprintf(&pools, "    - {name: %s, cidr: %q, blockSize: %d}\n", p.Name, p.CIDR, p.BlockSize)
+	}
+	yaml := fmt.Sprintf(`nodeName: %s
+log: {level: debug, format: text}
+api: {socket: %s}
+datastore:
+  type: file
+  file: {dir: %s, fsync: false}
+ipam:
+  strictAffinity: %v
+  blockReleaseGrace: 0s
+  pools:
+%s`, cfg.Node, filepath.Join(dir, "flatnet.sock"), cfg.StoreDir, cfg.StrictAffinity, pools.String())
+	confPath := filepath.Join(dir, "flatnet.yaml")
+	if err := os.WriteFile(confPath, []byte(yaml), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	a := &Agent{Socket: filepath.Join(dir, "flatnet.sock"), LogPath: filepath.Join(dir, "agent.log"), done: make(chan error, 1)}
+	logFile, err := os.Create(a.LogPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	a.cmd = exec.Command("ip", "netns", "exec", ns.Name, Bin("flatnet-agent"), "--config", confPath)
+	a.cmd.Stdout, a.cmd.Stderr = logFile, logFile
+	if err := a.cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	go func() { a.done <- a.cmd.Wait(); logFile.Close() }()
+	t.Cleanup(func() {
+		a.Stop(t)
+		if t.Failed() {
+			b, _ := os.ReadFile(a.LogPath)
+			t.Logf("agent %s log:\n%s", cfg.Node, b)
+		}
+	})
+	for deadline := time.Now().Add(15 * time.Second); ; time.Sleep(10 * time.Millisecond) {
+		if c, err := net.Dial("unix", a.Socket); err == nil {
+			c.Close()
+			return a
+		}
+		select {
+		case err := <-a.done:
+			b, _ := os.ReadFile(a.LogPath)
+			t.Fatalf("agent exited before serving: %v\n%s", err, b)
+		default:
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("agent did not serve on %s", a.Socket)
+		}
+	}
+}
+
+// Stop ends the agent with SIGTERM and waits for it; stopping twice is fine.
+func (a *Agent) Stop(t testing.TB) {
+	if a.cmd.ProcessState != nil {
+		return
+	}
+	_ = a.cmd.Process.Signal(syscall.SIGTERM)
+	select {
+	case <-a.done:
+	case <-time.After(10 * time.Second):
+		_ = a.cmd.Process.Kill()
+		<-a.done
+	}
+}
+
+// Allocations lists what the agent's IPAM holds.
+func (a *Agent) Allocations(t testing.TB) []*ipampb.Allocation {
+	t.Helper()
+	conn, err := ipamgrpc.Dial(a.Socket)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	resp, err := ipampb.NewIPAMClient(conn).List(ctx, &ipampb.ListRequest{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return resp.GetAllocations()
+}
