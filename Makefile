@@ -47,6 +47,9 @@ bench: build ## run the benchmarks side by side with their references; medians v
 	$(GO) test -run '^$$' -bench . -benchtime 1000x -count $(BENCH_COUNT) ./ipam/... ./agent/ | tee $(BIN)/bench/ipam.txt
 	@test -x $(BIN)/tools/benchstat || GOBIN=$(BIN)/tools $(GO) install golang.org/x/perf/cmd/benchstat@latest
 	$(BIN)/tools/benchstat $(BIN)/bench/ipam.txt
+	$(GO) test -run '^$$' -bench 'CNI/.*/op=sequential' -benchtime 100x -count 3 ./cni/ | grep -v '^ *time=' | tee $(BIN)/bench/cni.txt
+	$(GO) test -run '^$$' -bench 'CNI/.*/op=20-concurrent' -benchtime 10x -count 3 ./cni/ | grep -v '^ *time=' | tee -a $(BIN)/bench/cni.txt
+	$(BIN)/tools/benchstat -col /impl $(BIN)/bench/cni.txt
 
 .PHONY: fuzz
 fuzz: ## fuzz the allocator for FUZZTIME (default 60s); the seed corpus runs in `make test`

@@ -62,7 +62,7 @@ func NewPod(t testing.TB, name string) *Pod {
 		NetNS:  NewNetNS(t, name),
 		ID:     hex.EncodeToString(id),
 		IfName: "eth0",
-		Labels: [][2]string{{"K8S_POD_NAMESPACE", "default"}, {"K8S_POD_NAME", name}},
+		Labels: [][2]string{{"IgnoreUnknown", "1"}, {"K8S_POD_NAMESPACE", "default"}, {"K8S_POD_NAME", name}},
 	}
 }
 
