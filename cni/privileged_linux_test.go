@@ -38,7 +38,7 @@ type node struct {
 const conflist11 = `{"cniVersion": "1.1.0", "name": "flatnet", "plugins": [
   {"type": "flatnet", "agentSocket": %q, "dns": {"nameservers": ["10.96.0.10"], "search": ["svc.cluster.local"]}}]}`
 
-func newNode(t *testing.T, cfg harness.AgentConfig, conflist string) *node {
+func newNode(t testing.TB, cfg harness.AgentConfig, conflist string) *node {
 	t.Helper()
 	harness.Require(t, "ip", "ping", "bash")
 	n := &node{NetNS: harness.NewNetNS(t, "node")}
