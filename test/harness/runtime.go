@@ -10,8 +10,10 @@ import (
 	"time"
 
 	"github.com/containernetworking/cni/libcni"
+	"github.com/containernetworking/cni/pkg/invoke"
 	"github.com/containernetworking/cni/pkg/types"
 	current "github.com/containernetworking/cni/pkg/types/100"
+	"github.com/containernetworking/cni/pkg/version"
 	"github.com/containernetworking/plugins/pkg/ns"
 )
 
@@ -40,7 +42,10 @@ func NewRuntime(t testing.TB, node *NetNS, conflist string) *Runtime {
 	if err != nil {
 		t.Fatal(err)
 	}
-	cni := libcni.NewCNIConfigWithCacheDir([]string{filepath.Join(Root(), "bin"), ReferencePlugins}, filepath.Join(dir, "cache"), nil)
+	// An exec of our own: libcni makes its default lazily, unsynchronised, on
+	// the first call, which races when the first calls are concurrent.
+	exec := &invoke.DefaultExec{RawExec: &invoke.RawExec{Stderr: os.Stderr}, PluginDecoder: version.PluginDecoder{}}
+	cni := libcni.NewCNIConfigWithCacheDir([]string{filepath.Join(Root(), "bin"), ReferencePlugins}, filepath.Join(dir, "cache"), exec)
 	return &Runtime{Node: node, CNI: cni, List: list}
 }
 
