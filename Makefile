@@ -8,7 +8,7 @@ GO       ?= go
 BIN      := $(CURDIR)/bin
 BINARIES := flatnet-agent flatnet flatnetctl
 # Debian packages the tests and the lab need; `make deps` installs the missing ones.
-DEB_PKGS := iproute2 iputils-ping protobuf-compiler containernetworking-plugins iptables frr bird2 etcd-server
+DEB_PKGS := iproute2 iputils-ping protobuf-compiler libprotobuf-dev containernetworking-plugins iptables frr bird2 etcd-server
 GOLANGCI_LINT_VERSION := v2.15.0
 BENCH_COUNT ?= 6
 
@@ -28,8 +28,21 @@ deps: ## install the missing Debian packages the tests and the lab need (root)
 build: ## build the binaries into bin/
 	$(GO) build -o $(BIN)/ $(addprefix ./cmd/,$(BINARIES))
 
+# The Kubernetes tests run a real kube-apiserver built from the Go module proxy
+# in its own module (test/kube/apiserver); it is cached per machine, keyed by
+# that module's go.sum, so the build (minutes) is paid once.
+KUBE_CACHE ?= $(HOME)/.cache/flatnet/kube-$(shell sha256sum test/kube/apiserver/go.sum | cut -c1-12)
+export FLATNET_KUBE_BIN := $(KUBE_CACHE)
+
+.PHONY: kube-bins
+kube-bins: ## build kube-apiserver (and kubectl if the machine has none) once per machine
+	@test -x $(KUBE_CACHE)/kube-apiserver || { echo "building kube-apiserver into $(KUBE_CACHE) (once per machine, a few minutes)"; \
+		cd test/kube/apiserver && $(GO) build -o $(KUBE_CACHE)/.kube-apiserver.tmp ./cmd/kube-apiserver && mv $(KUBE_CACHE)/.kube-apiserver.tmp $(KUBE_CACHE)/kube-apiserver; }
+	@command -v kubectl >/dev/null || test -x $(KUBE_CACHE)/kubectl || { echo "building kubectl into $(KUBE_CACHE)"; \
+		cd test/kube/apiserver && $(GO) build -o $(KUBE_CACHE)/.kubectl.tmp ./cmd/kubectl && mv $(KUBE_CACHE)/.kubectl.tmp $(KUBE_CACHE)/kubectl; }
+
 .PHONY: test
-test: deps build ## run the whole test suite (as root, the way CI does)
+test: deps build kube-bins ## run the whole test suite (as root, the way CI does)
 	$(GO) vet ./...
 	@unformatted=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$unformatted" ]; then echo "gofmt needed: $$unformatted"; exit 1; fi
 	$(GO) test -race -count=1 ./...
@@ -59,7 +72,7 @@ fuzz: ## fuzz the allocator for FUZZTIME (default 60s); the seed corpus runs in 
 generate: ## regenerate the protobuf code (protoc from Debian, plugins pinned in go.mod)
 	$(GO) build -o $(BIN)/tools/ google.golang.org/protobuf/cmd/protoc-gen-go google.golang.org/grpc/cmd/protoc-gen-go-grpc
 	PATH=$(BIN)/tools:$$PATH protoc --go_out=. --go_opt=paths=source_relative \
-		--go-grpc_out=. --go-grpc_opt=paths=source_relative ipam/ipampb/ipam.proto
+		--go-grpc_out=. --go-grpc_opt=paths=source_relative ipam/ipampb/ipam.proto agent/agentpb/agent.proto
 
 .PHONY: lab
 lab: ## bring up the multi-node lab (not built yet: see README)
