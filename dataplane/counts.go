@@ -1,0 +1,69 @@
+package dataplane
+
+import (
+	"net/netip"
+	"time"
+)
+
+// Counts describes the reconciler's routes for `flatnetctl status`.
+type Counts struct {
+	Routes      int // learned routes of ours in the kernel
+	ECMP        int // of those, routes with more than one next hop
+	Blackholes  int // blackhole routes of ours in the kernel
+	Desired     int // prefixes wanted: learned routes and blackholes
+	Pending     int // wanted prefixes the kernel does not have as wanted yet
+	Conflicts   int // wanted prefixes held by a route of another owner
+	Stale       int // routes of ours nobody wants, kept until MarkConverged
+	Converged   bool
+	RoundTrips  uint64 // acknowledged netlink batches sent
+	Failures    uint64 // passes that left something unwritten
+	LastError   string // the latest of those failures, "" if none
+	LastErrorAt time.Time
+}
+
+// Counts reports the reconciler's routes as of its last pass.
+func (r *Reconciler) Counts() Counts {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	c := Counts{
+		Converged:   r.want.converged,
+		RoundTrips:  r.k.roundTrips(),
+		Failures:    r.stats.failures,
+		LastErrorAt: r.stats.lastErrAt,
+	}
+	if r.stats.lastErr != nil {
+		c.LastError = r.stats.lastErr.Error()
+	}
+	for _, kr := range r.view.ours {
+		switch {
+		case kr.blackhole:
+			c.Blackholes++
+		case len(kr.nextHops) > 1:
+			c.ECMP++
+			fallthrough
+		default:
+			c.Routes++
+		}
+	}
+	c.Stale = r.countStale()
+	count := func(p netip.Prefix) {
+		c.Desired++
+		k := keyOf(p)
+		if _, ok := r.view.foreign[k]; ok {
+			c.Conflicts++
+		}
+		t, _ := r.want.target(p)
+		if have, ok := r.view.ours[k]; !ok || !have.is(t) {
+			c.Pending++
+		}
+	}
+	for p := range r.want.blackholes {
+		count(p)
+	}
+	for p := range r.want.routes {
+		if _, ok := r.want.blackholes[p]; !ok {
+			count(p)
+		}
+	}
+	return c
+}

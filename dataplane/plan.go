@@ -1,0 +1,174 @@
+package dataplane
+
+import (
+	"cmp"
+	"maps"
+	"net/netip"
+	"slices"
+)
+
+// desired is the routes the caller wants. A prefix that is both a learned
+// route and a blackhole is a blackhole: it is one of this node's blocks.
+type desired struct {
+	routes     map[netip.Prefix][]netip.Addr // learned: prefix → sorted next hops
+	blackholes map[netip.Prefix]struct{}
+	// named holds the prefixes the caller has named since start; until
+	// converged only these may lose a route of ours. Nil once converged.
+	named     map[netip.Prefix]struct{}
+	converged bool
+}
+
+func newDesired() desired {
+	return desired{
+		routes:     map[netip.Prefix][]netip.Addr{},
+		blackholes: map[netip.Prefix]struct{}{},
+		named:      map[netip.Prefix]struct{}{},
+	}
+}
+
+// target returns what is wanted at p.
+func (d *desired) target(p netip.Prefix) (target, bool) {
+	if _, ok := d.blackholes[p]; ok {
+		return target{blackhole: true}, true
+	}
+	if nh, ok := d.routes[p]; ok {
+		return target{nextHops: nh}, true
+	}
+	return target{}, false
+}
+
+// name records that the caller has spoken about p in this run.
+func (d *desired) name(p netip.Prefix) {
+	if !d.converged {
+		d.named[p] = struct{}{}
+	}
+}
+
+// mayRemove reports whether a route of ours at p that is not wanted may go:
+// always once converged, before that only if the caller named p in this run.
+func (d *desired) mayRemove(p netip.Prefix) bool {
+	if d.converged {
+		return true
+	}
+	_, ok := d.named[p]
+	return ok
+}
+
+func (d *desired) markConverged() {
+	d.converged = true
+	d.named = nil
+}
+
+// view is the reconciler's picture of the main table: our routes, and the
+// keys at which some other route sits.
+type view struct {
+	ours    map[routeKey]kernelRoute
+	foreign map[routeKey]struct{}
+}
+
+func newView(routes []kernelRoute) view {
+	v := view{ours: map[routeKey]kernelRoute{}, foreign: map[routeKey]struct{}{}}
+	for _, r := range routes {
+		v.set(r)
+	}
+	return v
+}
+
+// set records that r is in the kernel.
+func (v *view) set(r kernelRoute) {
+	if r.owned() {
+		v.ours[r.key] = r
+		return
+	}
+	v.foreign[r.key] = struct{}{}
+}
+
+// routeEvent is a change the kernel reported in the main table.
+type routeEvent struct {
+	deleted bool
+	replace bool // the new route took the place of whatever had its key
+	route   kernelRoute
+}
+
+// apply records ev.
+func (v *view) apply(ev routeEvent) {
+	switch {
+	case ev.deleted:
+		v.remove(ev.route)
+	case ev.replace:
+		delete(v.ours, ev.route.key)
+		delete(v.foreign, ev.route.key)
+		v.set(ev.route)
+	default:
+		v.set(ev.route)
+	}
+}
+
+// remove records that r left the kernel.
+func (v *view) remove(r kernelRoute) {
+	if r.owned() {
+		delete(v.ours, r.key)
+		return
+	}
+	delete(v.foreign, r.key)
+}
+
+// done records a write the kernel accepted.
+func (v *view) done(o op) {
+	if o.kind == opDelete {
+		delete(v.ours, o.key)
+		return
+	}
+	v.ours[o.key] = o.route()
+}
+
+// allKeys returns every key the desired state or our routes name.
+func allKeys(d *desired, v *view) map[routeKey]struct{} {
+	keys := make(map[routeKey]struct{}, len(d.routes)+len(d.blackholes)+len(v.ours))
+	for p := range d.routes {
+		keys[keyOf(p)] = struct{}{}
+	}
+	for p := range d.blackholes {
+		keys[keyOf(p)] = struct{}{}
+	}
+	for k := range v.ours {
+		keys[k] = struct{}{}
+	}
+	return keys
+}
+
+// plan works out the writes that take the kernel from v to d at keys, in a
+// stable order (deletes last, so a route moving between keys never leaves a
+// gap), and the keys it leaves alone because a foreign route holds them.
+func plan(keys map[routeKey]struct{}, d *desired, v *view) (ops []op, conflicts []routeKey) {
+	var deletes []op
+	for _, k := range sortedKeys(keys) {
+		t, wanted := d.target(k.prefix)
+		wanted = wanted && k.metric == defaultMetric(k.prefix)
+		have, ours := v.ours[k]
+		_, foreign := v.foreign[k]
+		switch {
+		case wanted && foreign:
+			conflicts = append(conflicts, k)
+		case wanted && !ours:
+			ops = append(ops, op{kind: opAdd, key: k, blackhole: t.blackhole, nextHops: t.nextHops})
+		case wanted && !have.is(t):
+			ops = append(ops, op{kind: opReplace, key: k, blackhole: t.blackhole, nextHops: t.nextHops})
+		case !wanted && ours && d.mayRemove(k.prefix):
+			deletes = append(deletes, op{kind: opDelete, key: k, blackhole: have.blackhole, nextHops: have.nextHops, oif: have.oif})
+		}
+	}
+	return append(ops, deletes...), conflicts
+}
+
+func sortedKeys(keys map[routeKey]struct{}) []routeKey {
+	return slices.SortedFunc(maps.Keys(keys), func(a, b routeKey) int {
+		if c := a.prefix.Addr().Compare(b.prefix.Addr()); c != 0 {
+			return c
+		}
+		if c := a.prefix.Bits() - b.prefix.Bits(); c != 0 {
+			return c
+		}
+		return cmp.Compare(a.metric, b.metric)
+	})
+}

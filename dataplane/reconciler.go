@@ -1,0 +1,417 @@
+package dataplane
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/netip"
+	"slices"
+	"sync"
+	"time"
+)
+
+// ErrConflict is reported for a wanted route whose key (prefix and metric) a
+// route the reconciler does not own already holds; that route is left alone.
+var ErrConflict = errors.New("a route of another owner holds the prefix")
+
+// kernel is what the reconciler needs from the routing table. The netlink
+// implementation lives in kernel_linux.go; tests use a fake.
+type kernel interface {
+	// list returns every route of the main table, both families.
+	list(ctx context.Context) ([]kernelRoute, error)
+	// apply writes ops in batches and returns one error per op (nil: done;
+	// deleting a route that is already gone is done).
+	apply(ctx context.Context, ops []op) []error
+	// subscribe reports others' changes to the main table to fn until ctx
+	// ends; the effects of apply are not reported (the caller records them
+	// from apply's results, in order). The channel yields why the
+	// subscription broke; nothing is reported after.
+	subscribe(ctx context.Context, fn func(routeEvent)) (<-chan error, error)
+	// roundTrips counts the acknowledged batches sent so far.
+	roundTrips() uint64
+	close() error
+}
+
+// settings are the reconciler's timings; zero values take the defaults.
+type settings struct {
+	debounce time.Duration // how long changes are coalesced before a write
+	resync   time.Duration // how often the kernel is read in full
+	retry    time.Duration // first retry after a failed write, doubling up to resync
+}
+
+func (s settings) withDefaults() settings {
+	if s.debounce <= 0 {
+		s.debounce = 5 * time.Millisecond
+	}
+	if s.resync <= 0 {
+		s.resync = time.Minute
+	}
+	if s.retry <= 0 {
+		s.retry = time.Second
+	}
+	s.retry = min(s.retry, s.resync)
+	return s
+}
+
+// Reconciler keeps the kernel's flatnet routes equal to the desired ones.
+// Its setters may be called from any goroutine at any time; only Run's
+// goroutine writes the kernel.
+type Reconciler struct {
+	k    kernel
+	log  *slog.Logger
+	set  settings
+	kick chan struct{}   // something is dirty
+	sync chan chan error // Sync requests, served by Run
+
+	mu      sync.Mutex
+	want    desired
+	view    view
+	dirty   map[routeKey]struct{} // keys to look at in the next pass
+	full    bool                  // the next pass looks at every key
+	reading bool                  // a resync is reading the kernel: events wait in held
+	held    []routeEvent
+	stats   stats
+}
+
+type stats struct {
+	failures  uint64
+	lastErr   error
+	lastErrAt time.Time
+}
+
+func newReconciler(k kernel, log *slog.Logger, s settings) *Reconciler {
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	return &Reconciler{
+		k:     k,
+		log:   log,
+		set:   s.withDefaults(),
+		kick:  make(chan struct{}, 1),
+		sync:  make(chan chan error),
+		want:  newDesired(),
+		view:  newView(nil),
+		dirty: map[routeKey]struct{}{},
+	}
+}
+
+// Upsert wants a route to prefix over nextHops (several make an ECMP route),
+// replacing what was wanted there.
+func (r *Reconciler) Upsert(prefix netip.Prefix, nextHops []netip.Addr) error {
+	p, err := validPrefix(prefix)
+	if err != nil {
+		return err
+	}
+	nh, err := validNextHops(p, nextHops)
+	if err != nil {
+		return err
+	}
+	r.mu.Lock()
+	r.want.name(p)
+	if old, ok := r.want.routes[p]; !ok || !slices.Equal(old, nh) {
+		r.want.routes[p] = nh
+		r.dirty[keyOf(p)] = struct{}{}
+	}
+	r.mu.Unlock()
+	r.poke()
+	return nil
+}
+
+// Delete withdraws the learned route to prefix. Before MarkConverged too, a
+// route of ours at prefix goes: the caller has spoken about it.
+func (r *Reconciler) Delete(prefix netip.Prefix) {
+	p, err := validPrefix(prefix)
+	if err != nil {
+		return
+	}
+	r.mu.Lock()
+	r.want.name(p)
+	delete(r.want.routes, p)
+	r.dirty[keyOf(p)] = struct{}{}
+	r.mu.Unlock()
+	r.poke()
+}
+
+// SetRoutes replaces every learned route with routes (prefix → next hops).
+// Invalid entries are left out and reported; the rest take effect.
+func (r *Reconciler) SetRoutes(routes map[netip.Prefix][]netip.Addr) error {
+	next := make(map[netip.Prefix][]netip.Addr, len(routes))
+	var errs []error
+	for prefix, nextHops := range routes {
+		p, err := validPrefix(prefix)
+		if err == nil {
+			next[p], err = validNextHops(p, nextHops)
+		}
+		if err != nil {
+			delete(next, p)
+			errs = append(errs, err)
+		}
+	}
+	r.mu.Lock()
+	for p := range r.want.routes {
+		if _, ok := next[p]; !ok {
+			r.dirty[keyOf(p)] = struct{}{}
+		}
+	}
+	for p, nh := range next {
+		r.want.name(p)
+		if old, ok := r.want.routes[p]; !ok || !slices.Equal(old, nh) {
+			r.dirty[keyOf(p)] = struct{}{}
+		}
+	}
+	r.want.routes = next
+	r.mu.Unlock()
+	r.poke()
+	return errors.Join(errs...)
+}
+
+// SetBlackholes replaces the set of blackholed prefixes: this node's blocks.
+// Invalid prefixes are left out and reported; the rest take effect.
+func (r *Reconciler) SetBlackholes(prefixes []netip.Prefix) error {
+	next := make(map[netip.Prefix]struct{}, len(prefixes))
+	var errs []error
+	for _, prefix := range prefixes {
+		p, err := validPrefix(prefix)
+		if err != nil {
+			errs = append(errs, err)
+			continue
+		}
+		next[p] = struct{}{}
+	}
+	r.mu.Lock()
+	for p := range r.want.blackholes {
+		if _, ok := next[p]; !ok {
+			r.dirty[keyOf(p)] = struct{}{}
+		}
+	}
+	for p := range next {
+		r.want.name(p)
+		if _, ok := r.want.blackholes[p]; !ok {
+			r.dirty[keyOf(p)] = struct{}{}
+		}
+	}
+	r.want.blackholes = next
+	r.mu.Unlock()
+	r.poke()
+	return errors.Join(errs...)
+}
+
+// MarkConverged lets stale routes go: routes of ours that the kernel had and
+// nobody has wanted since start. Call it on BGP End-of-RIB or after a timeout.
+func (r *Reconciler) MarkConverged() {
+	r.mu.Lock()
+	r.want.markConverged()
+	r.full = true
+	r.mu.Unlock()
+	r.poke()
+}
+
+// Sync makes Run write what is wanted now, without waiting for the debounce,
+// and returns the errors of that pass. It needs Run to be running.
+func (r *Reconciler) Sync(ctx context.Context) error {
+	reply := make(chan error, 1)
+	select {
+	case r.sync <- reply:
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+	select {
+	case err := <-reply:
+		return err
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+// Close releases the netlink sockets. It leaves every route in place. Call it
+// after Run has returned.
+func (r *Reconciler) Close() error { return r.k.close() }
+
+func (r *Reconciler) poke() {
+	select {
+	case r.kick <- struct{}{}:
+	default:
+	}
+}
+
+// Run subscribes to route events, reads the kernel, and then writes every
+// change until ctx ends, when it returns nil. Only one Run may be active.
+func (r *Reconciler) Run(ctx context.Context) error {
+	broken, err := r.k.subscribe(ctx, r.observe)
+	if err != nil {
+		return fmt.Errorf("subscribe to route events: %w", err)
+	}
+	retry := r.set.retry
+	// after says when to read the kernel again, backing off while passes fail.
+	after := func(err error) time.Duration {
+		if err == nil {
+			retry = r.set.retry
+			return r.set.resync
+		}
+		d := retry
+		retry = min(2*retry, r.set.resync)
+		return d
+	}
+	resync := time.NewTimer(after(r.resync(ctx)))
+	defer resync.Stop()
+	debounce := time.NewTimer(time.Hour)
+	debounce.Stop()
+	defer debounce.Stop()
+	armed := false
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-r.kick:
+			if !armed {
+				debounce.Reset(r.set.debounce)
+				armed = true
+			}
+		case <-debounce.C:
+			armed = false
+			if err := r.reconcile(ctx, false); err != nil {
+				resync.Reset(after(err))
+			}
+		case reply := <-r.sync:
+			err := r.reconcile(ctx, true)
+			reply <- err
+			if err != nil {
+				resync.Reset(after(err))
+			}
+		case err := <-broken:
+			r.log.Warn("route event subscription broke; reading the kernel again", "err", err)
+			broken = nil
+			resync.Reset(0)
+		case <-resync.C:
+			if broken == nil {
+				if broken, err = r.k.subscribe(ctx, r.observe); err != nil {
+					r.failed(fmt.Errorf("subscribe to route events: %w", err))
+					resync.Reset(after(err))
+					continue
+				}
+			}
+			resync.Reset(after(r.resync(ctx)))
+		}
+	}
+}
+
+// observe takes a route event from the subscription.
+func (r *Reconciler) observe(ev routeEvent) {
+	r.mu.Lock()
+	if r.reading {
+		r.held = append(r.held, ev)
+	} else {
+		r.view.apply(ev)
+		r.dirty[ev.route.key] = struct{}{}
+	}
+	r.mu.Unlock()
+	r.poke()
+}
+
+// resync reads the whole main table and then writes every difference.
+// Events that arrive while it reads are applied on top, in order.
+func (r *Reconciler) resync(ctx context.Context) error {
+	r.mu.Lock()
+	r.reading, r.held = true, nil
+	r.mu.Unlock()
+	routes, err := r.k.list(ctx)
+	r.mu.Lock()
+	if err == nil {
+		r.view = newView(routes)
+	}
+	for _, ev := range r.held {
+		r.view.apply(ev)
+	}
+	r.reading, r.held, r.full = false, nil, true
+	r.mu.Unlock()
+	if err != nil {
+		err = fmt.Errorf("list routes: %w", err)
+		r.failed(err)
+		return err
+	}
+	err = r.reconcile(ctx, true)
+	r.mu.Lock()
+	stale := r.countStale()
+	r.mu.Unlock()
+	if stale > 0 {
+		r.log.Info("keeping stale routes until converged", "routes", stale)
+	}
+	return err
+}
+
+// reconcile writes the difference at the dirty keys, or at all keys.
+func (r *Reconciler) reconcile(ctx context.Context, all bool) error {
+	r.mu.Lock()
+	keys := r.dirty
+	if all || r.full {
+		keys = allKeys(&r.want, &r.view)
+	}
+	r.dirty, r.full = map[routeKey]struct{}{}, false
+	ops, conflicts := plan(keys, &r.want, &r.view)
+	r.mu.Unlock()
+
+	var errs []error // of *opError
+	for _, k := range conflicts {
+		errs = append(errs, &opError{op: opAdd, key: k, err: ErrConflict})
+	}
+	if len(ops) > 0 {
+		results := r.k.apply(ctx, ops)
+		// The kernel has what the acks say; events bring only others' changes.
+		r.mu.Lock()
+		for i, o := range ops {
+			if results[i] != nil {
+				errs = append(errs, &opError{op: o.kind, key: o.key, err: results[i]})
+				continue
+			}
+			r.view.done(o)
+		}
+		r.mu.Unlock()
+		r.log.Debug("routes written", "writes", len(ops), "failed", len(errs)-len(conflicts))
+	}
+	if len(errs) == 0 {
+		return nil
+	}
+	if ctx.Err() != nil { // shutting down: the next run resyncs
+		return ctx.Err()
+	}
+	err := summarize(errs)
+	r.failed(err)
+	for _, e := range errs {
+		r.log.Debug("route not written", "prefix", e.(*opError).key.prefix, "err", e)
+	}
+	return err
+}
+
+// countStale counts our routes that nobody wants but that stay until
+// converged. Call with mu held.
+func (r *Reconciler) countStale() int {
+	if r.want.converged {
+		return 0
+	}
+	n := 0
+	for k := range r.view.ours {
+		_, wanted := r.want.target(k.prefix)
+		if (!wanted || k.metric != defaultMetric(k.prefix)) && !r.want.mayRemove(k.prefix) {
+			n++
+		}
+	}
+	return n
+}
+
+func (r *Reconciler) failed(err error) {
+	r.log.Warn("route reconcile incomplete; will retry", "err", err)
+	r.mu.Lock()
+	r.stats.failures++
+	r.stats.lastErr, r.stats.lastErrAt = err, time.Now()
+	r.mu.Unlock()
+}
+
+// summarize joins the first few errors of a pass and counts the rest.
+func summarize(errs []error) error {
+	const shown = 5
+	if len(errs) <= shown {
+		return errors.Join(errs...)
+	}
+	return errors.Join(append(errs[:shown:shown], fmt.Errorf("and %d more route errors", len(errs)-shown))...)
+}
