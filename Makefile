@@ -27,6 +27,7 @@ deps: ## install the missing Debian packages the tests and the lab need (root)
 .PHONY: build
 build: ## build the binaries into bin/
 	$(GO) build -o $(BIN)/ $(addprefix ./cmd/,$(BINARIES))
+	$(GO) build -o $(BIN)/flatnet-lab ./test/lab
 
 # The Kubernetes tests run a real kube-apiserver built from the Go module proxy
 # in its own module (test/kube/apiserver); it is cached per machine, keyed by

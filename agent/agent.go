@@ -1,6 +1,6 @@
 // Package agent is flatnet's composition root: it builds the node's datastore,
-// IPAM allocator and API server from one validated config.Config, runs them, and
-// stops them in order. It is the only package that knows all the others; they do
+// IPAM allocator, BGP speaker, route reconciler and API server from one
+// validated config.Config, runs them, and stops them in order. It is the only package that knows all the others; they do
 // not know each other. It must not hold allocation, routing or CNI logic itself.
 package agent
 
@@ -13,6 +13,7 @@ import (
 
 	"google.golang.org/grpc"
 
+	"github.com/flatnet-io/flatnet/agent/agentpb"
 	"github.com/flatnet-io/flatnet/config"
 	"github.com/flatnet-io/flatnet/ipam"
 	"github.com/flatnet-io/flatnet/ipam/filestore"
@@ -32,9 +33,25 @@ func Run(ctx context.Context, cfg config.Config, log *slog.Logger) error {
 	}
 	defer store.Close()
 
-	alloc, err := newAllocator(store, cfg, log)
+	notifying := newNotifyingStore(store)
+	alloc, err := newAllocator(notifying, cfg, log)
 	if err != nil {
 		return err
+	}
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+
+	status := &statusServer{adverts: &advertLog{}}
+	if cfg.BGP.Enabled {
+		rs, err := startRouting(ctx, cfg, alloc, notifying.changed, status.adverts, log)
+		if err != nil {
+			return err
+		}
+		defer rs.stop()
+		status.self, status.asn, status.routerID = rs.self, rs.self.ASN, speakerConfig(cfg, rs.self).RouterID
+		status.speaker, status.counts = rs.speaker, rs.table.Counts
+	} else {
+		status.self.Name = cfg.NodeName
 	}
 
 	lis, err := listenUnix(cfg.API.Socket)
@@ -43,9 +60,8 @@ func Run(ctx context.Context, cfg config.Config, log *slog.Logger) error {
 	}
 	srv := grpc.NewServer()
 	ipamgrpc.NewServer(alloc, ipamgrpc.Gateways{IPv4: cfg.IPAM.GatewayIPv4, IPv6: cfg.IPAM.GatewayIPv6}, log).Register(srv)
+	agentpb.RegisterAgentServer(srv, status)
 
-	ctx, cancel := context.WithCancel(ctx)
-	defer cancel()
 	served := make(chan error, 1)
 	go func() { served <- srv.Serve(lis) }()
 	go sweepIdleBlocks(ctx, alloc, cfg.IPAM.BlockReleaseGrace, log)

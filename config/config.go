@@ -19,6 +19,7 @@ type Config struct {
 	API       API       `mapstructure:"api"`
 	Datastore Datastore `mapstructure:"datastore"`
 	IPAM      IPAM      `mapstructure:"ipam"`
+	BGP       BGP       `mapstructure:"bgp"`
 }
 
 // Log says what the agent logs and how.
@@ -70,6 +71,95 @@ type Pool struct {
 	BlockSize int `mapstructure:"blockSize"`
 }
 
+// BGP is the node's BGP speaker: how it announces its pod blocks to the other
+// nodes (the node-to-node mesh, or route reflectors) and to routers outside
+// the cluster (Peers).
+type BGP struct {
+	// Enabled runs the BGP speaker and installs the routes it learns. Off,
+	// the agent only allocates addresses.
+	Enabled bool   `mapstructure:"enabled"`
+	ASN     uint32 `mapstructure:"asn"` // this node's AS number
+	// RouterID is the BGP identifier, an IPv4 address unique per node.
+	// Unset: NodeIPv4.
+	RouterID netip.Addr `mapstructure:"routerID"`
+	// NodeIPv4 and NodeIPv6 are the node's addresses: where mesh peers
+	// reach it, and the next hops it announces for its blocks. Unset: the
+	// agent detects them.
+	NodeIPv4 netip.Addr `mapstructure:"nodeIPv4"`
+	NodeIPv6 netip.Addr `mapstructure:"nodeIPv6"`
+	// ListenAddresses are the addresses BGP sessions are accepted on and
+	// opened from; empty means every address.
+	ListenAddresses []netip.Addr `mapstructure:"listenAddresses"`
+	ListenPort      int          `mapstructure:"listenPort"` // -1: do not listen, only dial
+	// Mesh peers this node with every other node (iBGP full mesh). Off when
+	// nodes peer with route reflectors instead.
+	Mesh bool `mapstructure:"mesh"`
+	// MeshPassword is the TCP MD5 password of the mesh sessions; "" means
+	// none. Every node must have the same.
+	MeshPassword string `mapstructure:"meshPassword"`
+	// Multipath installs every equally good path (ECMP).
+	Multipath bool `mapstructure:"multipath"`
+	// ConvergeTimeout bounds how long after start the agent waits for its
+	// peers' End-of-RIB before deleting routes it no longer learns.
+	ConvergeTimeout time.Duration `mapstructure:"convergeTimeout"`
+	// APIListen is where GoBGP's gRPC API is served, for the gobgp CLI:
+	// host:port on a loopback address; "" serves none.
+	APIListen       string          `mapstructure:"apiListen"`
+	RouteReflector  RouteReflector  `mapstructure:"routeReflector"`
+	GracefulRestart GracefulRestart `mapstructure:"gracefulRestart"`
+	Peers           []Peer          `mapstructure:"peers"` // explicit peers, such as top-of-rack routers
+}
+
+// RouteReflector makes this node a route reflector for the peers marked
+// rrClient.
+type RouteReflector struct {
+	Enabled   bool       `mapstructure:"enabled"`
+	ClusterID netip.Addr `mapstructure:"clusterID"` // IPv4; unset means the router ID
+}
+
+// GracefulRestart keeps routes through a restart of the agent (or a peer):
+// peers keep this node's routes for RestartTime while it restarts.
+type GracefulRestart struct {
+	Enabled     bool          `mapstructure:"enabled"`
+	RestartTime time.Duration `mapstructure:"restartTime"`
+}
+
+// Peer is an explicit BGP peer, such as a top-of-rack router.
+type Peer struct {
+	Name     string     `mapstructure:"name"`    // unique DNS-1123 label, for logs and status
+	Address  netip.Addr `mapstructure:"address"` // unique
+	Port     int        `mapstructure:"port"`    // 0 means 179
+	ASN      uint32     `mapstructure:"asn"`
+	Password string     `mapstructure:"password"` // TCP MD5 signature; "" means none
+	// Multihop is the TTL of an eBGP session to a router that is not
+	// directly connected; 0 means directly connected.
+	Multihop          int           `mapstructure:"multihop"`
+	HoldTime          time.Duration `mapstructure:"holdTime"`          // 0 means 90s
+	KeepaliveInterval time.Duration `mapstructure:"keepaliveInterval"` // 0 means a third of the hold time
+	Passive           bool          `mapstructure:"passive"`           // wait for the peer to connect
+	RRClient          bool          `mapstructure:"rrClient"`          // a client of this route reflector
+	Import            PeerImport    `mapstructure:"import"`
+	// MaxPrefixes is the most prefixes the peer may announce per address
+	// family; over it the session is shut down. 0 means no limit.
+	MaxPrefixes uint32 `mapstructure:"maxPrefixes"`
+	BFD         BFD    `mapstructure:"bfd"`
+}
+
+// PeerImport says which routes from a peer are accepted.
+type PeerImport struct {
+	// Allow lists the prefixes accepted, each with everything more specific
+	// inside it. Empty means the IPAM pools.
+	Allow        []netip.Prefix `mapstructure:"allow"`
+	AllowDefault bool           `mapstructure:"allowDefault"` // accept 0.0.0.0/0 and ::/0
+}
+
+// BFD turns on Bidirectional Forwarding Detection for a peer.
+type BFD struct {
+	Enabled    bool          `mapstructure:"enabled"`
+	Interval   time.Duration `mapstructure:"interval"`   // 0 means 300ms
+	Multiplier int           `mapstructure:"multiplier"` // 0 means 3
+}
+
 // Default returns the built-in value of every setting, the one used when the
 // file, the environment and the flags leave it unset.
 func Default() Config {
@@ -96,6 +186,14 @@ func Default() Config {
 			BlockReleaseGrace: 5 * time.Minute,
 			GatewayIPv4:       netip.MustParseAddr("169.254.1.1"),
 			GatewayIPv6:       netip.MustParseAddr("fe80::1"),
+		},
+		BGP: BGP{
+			ASN:             64512,
+			ListenPort:      179,
+			Mesh:            true,
+			Multipath:       true,
+			ConvergeTimeout: time.Minute,
+			GracefulRestart: GracefulRestart{Enabled: true, RestartTime: 2 * time.Minute},
 		},
 	}
 }

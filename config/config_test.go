@@ -30,6 +30,14 @@ func TestDefault(t *testing.T) {
 			GatewayIPv4:       netip.MustParseAddr("169.254.1.1"),
 			GatewayIPv6:       netip.MustParseAddr("fe80::1"),
 		},
+		BGP: BGP{
+			ASN:             64512,
+			ListenPort:      179,
+			Mesh:            true,
+			Multipath:       true,
+			ConvergeTimeout: time.Minute,
+			GracefulRestart: GracefulRestart{Enabled: true, RestartTime: 2 * time.Minute},
+		},
 	}
 	if diff := cmp.Diff(want, got, equateNetip); diff != "" {
 		t.Errorf("Default() mismatch (-want +got):\n%s", diff)

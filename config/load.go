@@ -3,6 +3,8 @@ package config
 import (
 	"errors"
 	"fmt"
+	"math"
+	"math/big"
 	"net/netip"
 	"os"
 	"reflect"
@@ -163,14 +165,57 @@ func decodeHook(from, to reflect.Type, data any) (any, error) {
 			return nil, fmt.Errorf("want true or false, got %q", s)
 		}
 		return b, nil
-	case to.Kind() == reflect.Int && isString:
-		n, err := strconv.Atoi(s)
-		if err != nil {
-			return nil, fmt.Errorf("want an integer, got %q", s)
-		}
-		return n, nil
+	case isInteger(to) && from != to:
+		return toInteger(to, data)
 	}
 	return data, nil
+}
+
+func isInteger(t reflect.Type) bool {
+	switch t.Kind() {
+	case reflect.Int, reflect.Int8, reflect.Int16, reflect.Int32, reflect.Int64,
+		reflect.Uint, reflect.Uint8, reflect.Uint16, reflect.Uint32, reflect.Uint64:
+		return t != durationType
+	}
+	return false
+}
+
+// toInteger converts data, a string or a number, to the integer type to,
+// with an error that quotes the value when it is not an integer or does not
+// fit.
+func toInteger(to reflect.Type, data any) (any, error) {
+	var n big.Int
+	switch v := reflect.ValueOf(data); {
+	case v.Kind() == reflect.String:
+		if _, ok := n.SetString(v.String(), 10); !ok {
+			return nil, fmt.Errorf("want an integer, got %q", v.String())
+		}
+	case v.CanInt():
+		n.SetInt64(v.Int())
+	case v.CanUint():
+		n.SetUint64(v.Uint())
+	case v.CanFloat() && v.Float() == math.Trunc(v.Float()) && math.Abs(v.Float()) < 1<<63:
+		n.SetInt64(int64(v.Float()))
+	default:
+		return nil, fmt.Errorf("want an integer, got %v", data)
+	}
+	out := reflect.New(to).Elem()
+	lo, hi := new(big.Int), new(big.Int)
+	if out.CanInt() {
+		lo.Lsh(big.NewInt(-1), uint(to.Bits()-1))
+		hi.Lsh(big.NewInt(1), uint(to.Bits()-1)).Sub(hi, big.NewInt(1))
+	} else {
+		hi.Lsh(big.NewInt(1), uint(to.Bits())).Sub(hi, big.NewInt(1))
+	}
+	if n.Cmp(lo) < 0 || n.Cmp(hi) > 0 {
+		return nil, fmt.Errorf("want an integer in %s..%s, got %s", lo, hi, &n)
+	}
+	if out.CanInt() {
+		out.SetInt(n.Int64())
+	} else {
+		out.SetUint(n.Uint64())
+	}
+	return out.Interface(), nil
 }
 
 // decodeErrors rewrites each of mapstructure's "'ipam.blockReleaseGrace'

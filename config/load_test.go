@@ -6,6 +6,7 @@ import (
 	"net/netip"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -69,6 +70,17 @@ func exampleConfig() Config {
 			GatewayIPv4:       netip.MustParseAddr("169.254.1.1"),
 			GatewayIPv6:       netip.MustParseAddr("fe80::1"),
 		},
+		BGP: BGP{
+			Enabled:         true,
+			ASN:             64512,
+			ListenAddresses: []netip.Addr{},
+			ListenPort:      179,
+			Mesh:            true,
+			Multipath:       true,
+			ConvergeTimeout: time.Minute,
+			GracefulRestart: GracefulRestart{Enabled: true, RestartTime: 2 * time.Minute},
+			Peers:           []Peer{},
+		},
 	}
 }
 
@@ -84,9 +96,12 @@ func TestLoadExample(t *testing.T) {
 	}
 }
 
+// perNodeKeys are shown in the example file commented out: a file shared by
+// all nodes must not set them.
+var perNodeKeys = []string{"nodeName", "bgp.routerID", "bgp.nodeIPv4", "bgp.nodeIPv6", "bgp.routeReflector.clusterID"}
+
 // TestExampleSetsEveryKey keeps the example file complete: every key is in it,
-// spelt as the docs spell it. nodeName is commented out on purpose: a file
-// shared by all nodes must not name one.
+// spelt as the docs spell it, set or, for perNodeKeys, commented out.
 func TestExampleSetsEveryKey(t *testing.T) {
 	b, err := os.ReadFile(exampleFile)
 	if err != nil {
@@ -101,9 +116,10 @@ func TestExampleSetsEveryKey(t *testing.T) {
 		t.Fatal(err)
 	}
 	for _, s := range settings(Default()) {
-		if s.key == "nodeName" {
-			if !strings.Contains(string(b), "\n# nodeName: ") {
-				t.Errorf("%s does not show nodeName, commented out", exampleFile)
+		if slices.Contains(perNodeKeys, s.key) {
+			leaf := s.key[strings.LastIndex(s.key, ".")+1:]
+			if !strings.Contains(string(b), "# "+leaf+": ") {
+				t.Errorf("%s does not show %s, commented out", exampleFile, s.key)
 			}
 			continue
 		}
@@ -235,6 +251,21 @@ func TestEnvOverridesEveryScalarKey(t *testing.T) {
 		{env: "FLATNET_IPAM_BLOCKRELEASEGRACE", value: "90s", want: func(c *Config) { c.IPAM.BlockReleaseGrace = 90 * time.Second }},
 		{env: "FLATNET_IPAM_GATEWAYIPV4", value: "169.254.0.1", want: func(c *Config) { c.IPAM.GatewayIPv4 = netip.MustParseAddr("169.254.0.1") }},
 		{env: "FLATNET_IPAM_GATEWAYIPV6", value: "fe80::2", want: func(c *Config) { c.IPAM.GatewayIPv6 = netip.MustParseAddr("fe80::2") }},
+		{env: "FLATNET_BGP_ENABLED", value: "false", want: func(c *Config) { c.BGP.Enabled = false }},
+		{env: "FLATNET_BGP_ASN", value: "4200000001", want: func(c *Config) { c.BGP.ASN = 4200000001 }},
+		{env: "FLATNET_BGP_NODEIPV4", value: "192.0.2.10", want: func(c *Config) { c.BGP.NodeIPv4 = netip.MustParseAddr("192.0.2.10") }},
+		{env: "FLATNET_BGP_NODEIPV6", value: "2001:db8::10", want: func(c *Config) { c.BGP.NodeIPv6 = netip.MustParseAddr("2001:db8::10") }},
+		{env: "FLATNET_BGP_MESHPASSWORD", value: "s3cret", want: func(c *Config) { c.BGP.MeshPassword = "s3cret" }},
+		{env: "FLATNET_BGP_ROUTERID", value: "192.0.2.10", want: func(c *Config) { c.BGP.RouterID = netip.MustParseAddr("192.0.2.10") }},
+		{env: "FLATNET_BGP_LISTENPORT", value: "-1", want: func(c *Config) { c.BGP.ListenPort = -1 }},
+		{env: "FLATNET_BGP_MESH", value: "false", want: func(c *Config) { c.BGP.Mesh = false }},
+		{env: "FLATNET_BGP_MULTIPATH", value: "false", want: func(c *Config) { c.BGP.Multipath = false }},
+		{env: "FLATNET_BGP_CONVERGETIMEOUT", value: "2m", want: func(c *Config) { c.BGP.ConvergeTimeout = 2 * time.Minute }},
+		{env: "FLATNET_BGP_APILISTEN", value: "127.0.0.1:50051", want: func(c *Config) { c.BGP.APIListen = "127.0.0.1:50051" }},
+		{env: "FLATNET_BGP_ROUTEREFLECTOR_ENABLED", value: "true", want: func(c *Config) { c.BGP.RouteReflector.Enabled = true }},
+		{env: "FLATNET_BGP_ROUTEREFLECTOR_CLUSTERID", value: "192.0.2.1", want: func(c *Config) { c.BGP.RouteReflector.ClusterID = netip.MustParseAddr("192.0.2.1") }},
+		{env: "FLATNET_BGP_GRACEFULRESTART_ENABLED", value: "false", want: func(c *Config) { c.BGP.GracefulRestart.Enabled = false }},
+		{env: "FLATNET_BGP_GRACEFULRESTART_RESTARTTIME", value: "90s", want: func(c *Config) { c.BGP.GracefulRestart.RestartTime = 90 * time.Second }},
 	}
 
 	covered := map[string]bool{}

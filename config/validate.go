@@ -3,9 +3,12 @@ package config
 import (
 	"errors"
 	"fmt"
+	"net"
 	"net/netip"
 	"path/filepath"
 	"regexp"
+	"strconv"
+	"time"
 )
 
 // Kubernetes' naming rules (k8s.io/apimachinery/pkg/util/validation).
@@ -31,6 +34,7 @@ func (c Config) Validate() error {
 	errs = append(errs, c.API.validate()...)
 	errs = append(errs, c.Datastore.validate()...)
 	errs = append(errs, c.IPAM.validate()...)
+	errs = append(errs, c.BGP.validate()...)
 	return errors.Join(errs...)
 }
 
@@ -176,4 +180,161 @@ func validateGateway(key string, gw netip.Addr, ipv4 bool) []error {
 		return []error{invalid(key, gw, "must be link-local unicast, in fe80::/10")}
 	}
 	return nil
+}
+
+const (
+	asTrans         = 23456      // AS_TRANS (RFC 6793), not an AS of its own
+	maxASN          = 4294967294 // 4294967295 is reserved (RFC 7300)
+	maxPasswordLen  = 80         // TCP_MD5SIG_MAXKEYLEN on Linux
+	maxRestartTime  = 4095 * time.Second
+	defaultHoldTime = 90 * time.Second
+)
+
+func (b BGP) validate() []error {
+	var errs []error
+	errs = append(errs, validateASN("bgp.asn", b.ASN)...)
+	if id := b.RouterID; id.IsValid() && (!id.Is4() || id.IsUnspecified()) {
+		errs = append(errs, invalid("bgp.routerID", id, "must be an IPv4 address other than 0.0.0.0"))
+	}
+	if a := b.NodeIPv4; a.IsValid() && (!a.Is4() || a.IsUnspecified() || a.IsMulticast()) {
+		errs = append(errs, invalid("bgp.nodeIPv4", a, "must be a unicast IPv4 address"))
+	}
+	if a := b.NodeIPv6; a.IsValid() && (!a.Is6() || a.Is4In6() || a.IsUnspecified() || a.IsMulticast() || a.Zone() != "") {
+		errs = append(errs, invalid("bgp.nodeIPv6", a, "must be a unicast IPv6 address without zone"))
+	}
+	if len(b.MeshPassword) > maxPasswordLen {
+		errs = append(errs, fmt.Errorf("bgp.meshPassword: is %d bytes long, at most %d allowed", len(b.MeshPassword), maxPasswordLen))
+	}
+	seen := map[netip.Addr]int{}
+	for i, a := range b.ListenAddresses {
+		key := fmt.Sprintf("bgp.listenAddresses[%d]", i)
+		switch first, dup := seen[a]; {
+		case !a.IsValid() || a.Is4In6():
+			errs = append(errs, invalid(key, a, "must be an IPv4 or IPv6 address"))
+		case dup:
+			errs = append(errs, invalid(key, a, "already listed as bgp.listenAddresses[%d]", first))
+		default:
+			seen[a] = i
+		}
+	}
+	if b.ListenPort != -1 && (b.ListenPort < 1 || b.ListenPort > 65535) {
+		errs = append(errs, invalid("bgp.listenPort", b.ListenPort, "want 1..65535, or -1 not to listen"))
+	}
+	if b.ConvergeTimeout < time.Second {
+		errs = append(errs, invalid("bgp.convergeTimeout", b.ConvergeTimeout, "must be at least 1s"))
+	}
+	if b.APIListen != "" {
+		errs = append(errs, validateAPIListen("bgp.apiListen", b.APIListen)...)
+	}
+	if id := b.RouteReflector.ClusterID; id.IsValid() && (!id.Is4() || id.IsUnspecified()) {
+		errs = append(errs, invalid("bgp.routeReflector.clusterID", id, "must be an IPv4 address other than 0.0.0.0"))
+	}
+	if t := b.GracefulRestart.RestartTime; t < time.Second || t > maxRestartTime || t%time.Second != 0 {
+		errs = append(errs, invalid("bgp.gracefulRestart.restartTime", t, "want whole seconds in 1s..%v", maxRestartTime))
+	}
+	names, addrs := map[string]int{}, map[netip.Addr]int{}
+	for i, p := range b.Peers {
+		key := fmt.Sprintf("bgp.peers[%d]", i)
+		errs = append(errs, p.validate(key, b)...)
+		if first, dup := names[p.Name]; dup && p.Name != "" {
+			errs = append(errs, invalid(key+".name", p.Name, "already names bgp.peers[%d]", first))
+		} else {
+			names[p.Name] = i
+		}
+		if first, dup := addrs[p.Address]; dup && p.Address.IsValid() {
+			errs = append(errs, invalid(key+".address", p.Address, "already the address of bgp.peers[%d]", first))
+		} else {
+			addrs[p.Address] = i
+		}
+	}
+	return errs
+}
+
+func validateASN(key string, asn uint32) []error {
+	switch {
+	case asn == 0 || asn > maxASN:
+		return []error{invalid(key, asn, "want 1..%d", uint32(maxASN))}
+	case asn == asTrans:
+		return []error{invalid(key, asn, "is AS_TRANS, reserved for 2-byte AS speakers")}
+	}
+	return nil
+}
+
+// validateAPIListen checks a host:port whose host must be a loopback IP
+// address: GoBGP's gRPC API has no authentication.
+func validateAPIListen(key, hostPort string) []error {
+	host, port, err := net.SplitHostPort(hostPort)
+	if err != nil {
+		return []error{invalid(key, hostPort, "want host:port, such as 127.0.0.1:50051")}
+	}
+	if a, err := netip.ParseAddr(host); err != nil || !a.IsLoopback() {
+		return []error{invalid(key, hostPort, "host must be a loopback IP address, such as 127.0.0.1 or ::1: the API has no authentication")}
+	}
+	if n, err := strconv.Atoi(port); err != nil || n < 1 || n > 65535 {
+		return []error{invalid(key, hostPort, "want a port in 1..65535")}
+	}
+	return nil
+}
+
+// validate checks p, which is at key ("bgp.peers[0]") in b.
+func (p Peer) validate(key string, b BGP) []error {
+	var errs []error
+	switch {
+	case p.Name == "":
+		errs = append(errs, invalid(key+".name", p.Name, "must be set"))
+	case len(p.Name) > maxLabelLen || !dns1123Label.MatchString(p.Name):
+		errs = append(errs, invalid(key+".name", p.Name, "must be a DNS-1123 label: at most %d characters of a-z, 0-9 and '-', starting and ending with a letter or digit", maxLabelLen))
+	}
+	switch a := p.Address; {
+	case !a.IsValid():
+		errs = append(errs, fmt.Errorf("%s.address: must be set", key))
+	case a.IsUnspecified() || a.Is4In6() || a.IsMulticast() || a.Zone() != "":
+		errs = append(errs, invalid(key+".address", a, "must be a unicast IPv4 or IPv6 address, without zone"))
+	}
+	if p.Port < 0 || p.Port > 65535 {
+		errs = append(errs, invalid(key+".port", p.Port, "want 1..65535, or 0 for 179"))
+	}
+	errs = append(errs, validateASN(key+".asn", p.ASN)...)
+	if len(p.Password) > maxPasswordLen {
+		errs = append(errs, fmt.Errorf("%s.password: is %d bytes long, at most %d allowed", key, len(p.Password), maxPasswordLen))
+	}
+	switch {
+	case p.Multihop < 0 || p.Multihop > 255:
+		errs = append(errs, invalid(key+".multihop", p.Multihop, "want a TTL in 1..255, or 0 for directly connected"))
+	case p.Multihop > 0 && p.ASN == b.ASN:
+		errs = append(errs, invalid(key+".multihop", p.Multihop, "applies to eBGP peers only; this peer's asn is bgp.asn"))
+	}
+	hold := p.HoldTime
+	if hold == 0 {
+		hold = defaultHoldTime
+	} else if hold < 3*time.Second || hold > 65535*time.Second || hold%time.Second != 0 {
+		errs = append(errs, invalid(key+".holdTime", p.HoldTime, "want whole seconds in 3s..65535s, or 0 for 90s"))
+	}
+	if k := p.KeepaliveInterval; k < 0 || k%time.Second != 0 || k >= hold {
+		errs = append(errs, invalid(key+".keepaliveInterval", k, "want whole seconds below the hold time (%v), or 0 for a third of it", hold))
+	}
+	if p.RRClient && !b.RouteReflector.Enabled {
+		errs = append(errs, invalid(key+".rrClient", p.RRClient, "needs bgp.routeReflector.enabled"))
+	}
+	if p.RRClient && p.ASN != b.ASN {
+		errs = append(errs, invalid(key+".rrClient", p.RRClient, "needs an iBGP peer: asn must be bgp.asn (%d)", b.ASN))
+	}
+	for j, a := range p.Import.Allow {
+		k := fmt.Sprintf("%s.import.allow[%d]", key, j)
+		switch {
+		case !a.IsValid() || a.Addr().Is4In6():
+			errs = append(errs, invalid(k, a, "must be a prefix"))
+		case a.Masked() != a:
+			errs = append(errs, invalid(k, a, "has host bits set; did you mean %s?", a.Masked()))
+		}
+	}
+	if p.BFD.Enabled {
+		if i := p.BFD.Interval; i != 0 && (i < time.Millisecond || i%time.Microsecond != 0 || i > time.Hour) {
+			errs = append(errs, invalid(key+".bfd.interval", i, "want 1ms..1h in whole microseconds, or 0 for 300ms"))
+		}
+		if m := p.BFD.Multiplier; m < 0 || m > 255 {
+			errs = append(errs, invalid(key+".bfd.multiplier", m, "want 1..255, or 0 for 3"))
+		}
+	}
+	return errs
 }

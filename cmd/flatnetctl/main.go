@@ -49,6 +49,6 @@ func newRoot() *cobra.Command {
 	}
 	ipamCmd := &cobra.Command{Use: "ipam", Short: "Address management"}
 	ipamCmd.AddCommand(newIPAMShow(opts))
-	root.AddCommand(ipamCmd)
+	root.AddCommand(ipamCmd, newStatus(opts), newVerify(opts))
 	return root
 }

@@ -1,0 +1,150 @@
+package labnet
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"fmt"
+	"net/netip"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+
+	"github.com/containernetworking/cni/libcni"
+	"github.com/containernetworking/cni/pkg/invoke"
+	"github.com/containernetworking/cni/pkg/version"
+	"github.com/containernetworking/plugins/pkg/ns"
+)
+
+// Pod is a pod of the lab: a namespace attached to a flatnet node.
+type Pod struct {
+	Node  string
+	Name  string
+	NS    string
+	Addrs []netip.Addr
+}
+
+// PodNS is the namespace of a pod.
+func (l *Lab) PodNS(node, pod string) string { return l.NS(node) + "-" + pod }
+
+// cni returns the libcni runtime of a node: its conflist and a cache in the
+// state directory.
+func (l *Lab) cni(node string) (*libcni.CNIConfig, *libcni.NetworkConfigList, error) {
+	conflist := fmt.Sprintf(`{"cniVersion": "1.1.0", "name": "flatnet", "plugins": [{"type": "flatnet", "agentSocket": %q}]}`, l.Socket(node))
+	cl, err := libcni.ConfListFromBytes([]byte(conflist))
+	if err != nil {
+		return nil, nil, err
+	}
+	exec := &invoke.DefaultExec{RawExec: &invoke.RawExec{Stderr: os.Stderr}, PluginDecoder: version.PluginDecoder{}}
+	return libcni.NewCNIConfigWithCacheDir([]string{l.Bin}, l.state("cni-cache"), exec), cl, nil
+}
+
+func (l *Lab) runtimeConf(node, pod string) *libcni.RuntimeConf {
+	sum := sha256.Sum256([]byte(l.T.Name + "/" + node + "/" + pod))
+	return &libcni.RuntimeConf{
+		ContainerID: hex.EncodeToString(sum[:]),
+		NetNS:       "/run/netns/" + l.PodNS(node, pod),
+		IfName:      "eth0",
+		Args:        [][2]string{{"IgnoreUnknown", "1"}, {"K8S_POD_NAMESPACE", "lab"}, {"K8S_POD_NAME", pod}},
+	}
+}
+
+// inNode runs fn inside a node's namespace, where the plugin must run.
+func (l *Lab) inNode(node string, fn func() error) error {
+	h, err := ns.GetNS("/run/netns/" + l.NS(node))
+	if err != nil {
+		return err
+	}
+	defer h.Close()
+	return h.Do(func(ns.NetNS) error { return fn() })
+}
+
+// AddPod makes a pod namespace and attaches it to a flatnet node through the
+// CNI plugin. On failure the namespace is removed again.
+func (l *Lab) AddPod(ctx context.Context, node, pod string) (*Pod, error) {
+	if n := l.T.Topology.Nodes[node]; n == nil || n.Role != RoleFlatnet {
+		return nil, fmt.Errorf("pod %s: %s is not a flatnet node", pod, node)
+	}
+	podNS := l.PodNS(node, pod)
+	if _, err := run("ip", "netns", "add", podNS); err != nil {
+		return nil, err
+	}
+	cfg, list, err := l.cni(node)
+	if err == nil {
+		err = l.inNode(node, func() error {
+			_, err := cfg.AddNetworkList(ctx, list, l.runtimeConf(node, pod))
+			return err
+		})
+	}
+	if err != nil {
+		_, _ = run("ip", "netns", "del", podNS)
+		return nil, fmt.Errorf("add pod %s on %s: %w", pod, node, err)
+	}
+	return l.Pod(node, pod)
+}
+
+// DelPod detaches a pod through the CNI plugin and removes its namespace.
+func (l *Lab) DelPod(ctx context.Context, node, pod string) error {
+	cfg, list, err := l.cni(node)
+	if err == nil {
+		err = l.inNode(node, func() error { return cfg.DelNetworkList(ctx, list, l.runtimeConf(node, pod)) })
+	}
+	if err != nil {
+		return fmt.Errorf("delete pod %s on %s: %w", pod, node, err)
+	}
+	_, err = run("ip", "netns", "del", l.PodNS(node, pod))
+	return err
+}
+
+// Pod describes a pod from its namespace: its global addresses on eth0.
+func (l *Lab) Pod(node, pod string) (*Pod, error) {
+	p := &Pod{Node: node, Name: pod, NS: l.PodNS(node, pod)}
+	out, err := l.Exec(p.NS, "ip", "-j", "addr", "show", "dev", "eth0")
+	if err != nil {
+		return nil, err
+	}
+	var links []struct {
+		AddrInfo []struct {
+			Local string `json:"local"`
+			Scope string `json:"scope"`
+		} `json:"addr_info"`
+	}
+	if err := json.Unmarshal([]byte(out), &links); err != nil {
+		return nil, err
+	}
+	for _, l := range links {
+		for _, a := range l.AddrInfo {
+			if ip, err := netip.ParseAddr(a.Local); err == nil && a.Scope == "global" {
+				p.Addrs = append(p.Addrs, ip)
+			}
+		}
+	}
+	return p, nil
+}
+
+// Pods lists the lab's pods, found from their namespaces, sorted by node and name.
+func (l *Lab) Pods() ([]*Pod, error) {
+	var pods []*Pod
+	for _, n := range l.T.NodesOf(RoleFlatnet) {
+		prefix := l.NS(n.Name) + "-"
+		entries, _ := os.ReadDir("/run/netns")
+		for _, e := range entries {
+			name, ok := strings.CutPrefix(e.Name(), prefix)
+			if !ok {
+				continue
+			}
+			p, err := l.Pod(n.Name, name)
+			if err != nil {
+				return nil, err
+			}
+			pods = append(pods, p)
+		}
+	}
+	slices.SortFunc(pods, func(a, b *Pod) int { return strings.Compare(a.NS, b.NS) })
+	return pods, nil
+}
+
+// PodsFile is where the lab lists its pods for flatnetctl verify.
+func (l *Lab) PodsFile() string { return filepath.Join(l.state(), "pods.json") }

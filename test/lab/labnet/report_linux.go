@@ -1,0 +1,289 @@
+package labnet
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net/netip"
+	"os"
+	"path/filepath"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"github.com/flatnet-io/flatnet/agent/agentpb"
+	"github.com/flatnet-io/flatnet/ipam/ipamgrpc"
+)
+
+// Session is one BGP session as one side reports it.
+type Session struct {
+	Node, Peer, State string
+	Received          int64
+}
+
+// Check is one row of `flatnetctl verify`.
+type Check struct {
+	Rule, From, To, Target, Detail string
+	OK                             bool
+}
+
+// Report is what the lab shows a person: sessions, routes, connectivity.
+type Report struct {
+	Sessions  []Session
+	Routes    map[string][]string // node → its BGP-learned routes
+	Checks    []Check
+	Reachable time.Time // when every check first passed
+	Err       error     // why checks could not run
+}
+
+// OK says every check passed.
+func (r *Report) OK() bool {
+	if r.Err != nil || len(r.Checks) == 0 {
+		return false
+	}
+	for _, c := range r.Checks {
+		if !c.OK {
+			return false
+		}
+	}
+	return true
+}
+
+// Report gathers the lab's state. With wait > 0 it repeats the connectivity
+// checks until they all pass or wait has passed (BGP needs a moment).
+func (l *Lab) Report(ctx context.Context, wait time.Duration) (*Report, error) {
+	r := &Report{Routes: map[string][]string{}}
+	deadline := time.Now().Add(wait)
+	for {
+		r.Checks, r.Err = l.Verify(ctx)
+		if r.OK() {
+			r.Reachable = time.Now()
+			break
+		}
+		if time.Now().After(deadline) || ctx.Err() != nil {
+			break
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+	r.Sessions = l.Sessions(ctx)
+	for _, n := range l.T.Nodes() {
+		proto := map[Role]string{RoleFlatnet: "75", RoleFRR: "bgp", RoleBIRD: "bird"}[n.Role]
+		if proto == "" {
+			continue
+		}
+		for _, fam := range []string{"-4", "-6"} {
+			out, _ := l.Exec(l.NS(n.Name), "ip", fam, "route", "show", "proto", proto)
+			for _, line := range strings.Split(strings.TrimSpace(out), "\n") {
+				if line != "" && !strings.Contains(line, " dev fln") { // pod routes are the CNI plugin's
+					r.Routes[n.Name] = append(r.Routes[n.Name], line)
+				}
+			}
+		}
+	}
+	return r, nil
+}
+
+// Sessions asks every router and agent for its BGP sessions.
+func (l *Lab) Sessions(ctx context.Context) []Session {
+	var out []Session
+	for _, n := range l.T.Nodes() {
+		switch n.Role {
+		case RoleFlatnet:
+			st, err := l.AgentStatus(ctx, n.Name)
+			if err != nil {
+				out = append(out, Session{Node: n.Name, Peer: "-", State: "agent: " + err.Error()})
+				continue
+			}
+			for _, p := range st.GetPeers() {
+				out = append(out, Session{Node: n.Name, Peer: fmt.Sprintf("%s (%s AS%d)", p.GetName(), p.GetAddress(), p.GetAsn()),
+					State: p.GetState(), Received: int64(p.GetAccepted())})
+			}
+		case RoleFRR:
+			var sum map[string]struct {
+				Peers map[string]struct {
+					RemoteAs int64  `json:"remoteAs"`
+					State    string `json:"state"`
+					PfxRcd   int64  `json:"pfxRcd"`
+				} `json:"peers"`
+			}
+			if err := l.VtyshJSON(n.Name, "show bgp summary json", &sum); err != nil {
+				out = append(out, Session{Node: n.Name, Peer: "-", State: "vtysh: " + err.Error()})
+				continue
+			}
+			for _, af := range []string{"ipv4Unicast", "ipv6Unicast"} {
+				for addr, p := range sum[af].Peers {
+					out = append(out, Session{Node: n.Name, Peer: fmt.Sprintf("%s AS%d %s", addr, p.RemoteAs, af), State: strings.ToLower(p.State), Received: p.PfxRcd})
+				}
+			}
+		case RoleBIRD:
+			o, err := l.Birdc(n.Name, "show protocols")
+			if err != nil {
+				out = append(out, Session{Node: n.Name, Peer: "-", State: "birdc: " + err.Error()})
+				continue
+			}
+			for _, line := range strings.Split(o, "\n") {
+				f := strings.Fields(line)
+				if len(f) >= 6 && f[1] == "BGP" {
+					out = append(out, Session{Node: n.Name, Peer: f[0], State: strings.ToLower(f[5])})
+				}
+			}
+		}
+	}
+	return out
+}
+
+// AgentStatus asks a flatnet node's agent for its status.
+func (l *Lab) AgentStatus(ctx context.Context, node string) (*agentpb.StatusResponse, error) {
+	conn, err := ipamgrpc.Dial(l.Socket(node))
+	if err != nil {
+		return nil, err
+	}
+	defer conn.Close()
+	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	return agentpb.NewAgentClient(conn).Status(ctx, &agentpb.StatusRequest{})
+}
+
+// endpoint is what `flatnetctl verify` reads.
+type endpoint struct {
+	Name  string       `json:"name"`
+	Kind  string       `json:"kind"`
+	Node  string       `json:"node"`
+	NetNS string       `json:"netns"`
+	Addrs []netip.Addr `json:"addrs"`
+}
+
+// Endpoints lists the lab's pods and flatnet nodes for verify.
+func (l *Lab) Endpoints() ([]endpoint, error) {
+	var eps []endpoint
+	for _, n := range l.T.NodesOf(RoleFlatnet) {
+		addrs, err := l.globalAddrs(l.NS(n.Name))
+		if err != nil {
+			return nil, err
+		}
+		eps = append(eps, endpoint{Name: n.Name, Kind: "node", Node: n.Name, NetNS: l.NS(n.Name), Addrs: addrs})
+	}
+	pods, err := l.Pods()
+	if err != nil {
+		return nil, err
+	}
+	for _, p := range pods {
+		eps = append(eps, endpoint{Name: p.Node + "/" + p.Name, Kind: "pod", Node: p.Node, NetNS: p.NS, Addrs: p.Addrs})
+	}
+	return eps, nil
+}
+
+func (l *Lab) globalAddrs(ns string) ([]netip.Addr, error) {
+	out, err := l.Exec(ns, "ip", "-j", "addr", "show")
+	if err != nil {
+		return nil, err
+	}
+	var links []struct {
+		AddrInfo []struct {
+			Local string `json:"local"`
+			Scope string `json:"scope"`
+		} `json:"addr_info"`
+	}
+	if err := json.Unmarshal([]byte(out), &links); err != nil {
+		return nil, err
+	}
+	var addrs []netip.Addr
+	for _, li := range links {
+		for _, a := range li.AddrInfo {
+			if ip, err := netip.ParseAddr(a.Local); err == nil && a.Scope == "global" {
+				addrs = append(addrs, ip)
+			}
+		}
+	}
+	return addrs, nil
+}
+
+// Verify runs `flatnetctl verify` over the lab's pods and nodes.
+func (l *Lab) Verify(ctx context.Context) ([]Check, error) {
+	eps, err := l.Endpoints()
+	if err != nil {
+		return nil, err
+	}
+	b, _ := json.Marshal(eps)
+	f := l.PodsFile()
+	if err := os.WriteFile(f, b, 0o644); err != nil {
+		return nil, err
+	}
+	out, _ := run(filepath.Join(l.Bin, "flatnetctl"), "verify", "--endpoints", f, "-o", "json")
+	var checks []Check
+	if i := strings.Index(out, "["); i >= 0 {
+		if err := json.NewDecoder(strings.NewReader(out[i:])).Decode(&checks); err != nil {
+			return nil, fmt.Errorf("flatnetctl verify: %w: %s", err, out)
+		}
+	}
+	if len(checks) == 0 {
+		return nil, fmt.Errorf("flatnetctl verify: no checks: %s", out)
+	}
+	return checks, nil
+}
+
+// Print writes the report for a person.
+func (r *Report) Print(w io.Writer) {
+	fmt.Fprintln(w, "== BGP sessions")
+	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "NODE\tPEER\tSTATE\tPREFIXES ACCEPTED")
+	for _, s := range r.Sessions {
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%d\n", s.Node, s.Peer, s.State, s.Received)
+	}
+	tw.Flush()
+	fmt.Fprintln(w, "\n== Routes learned over BGP (pod /32 routes of the CNI plugin left out)")
+	for node, routes := range r.Routes {
+		fmt.Fprintf(w, "%s:\n", node)
+		for _, rt := range routes {
+			fmt.Fprintf(w, "  %s\n", rt)
+		}
+	}
+	fmt.Fprintln(w, "\n== Connectivity, measured (TCP, and ICMP from pods; source as the receiver saw it)")
+	if r.Err != nil {
+		fmt.Fprintf(w, "could not check: %v\n", r.Err)
+		return
+	}
+	type cell struct{ ok, all int }
+	rules := []string{"pod→pod same node", "pod→pod across nodes", "node→pod", "pod→node", "localhost in pod"}
+	sum := map[string]*cell{}
+	for _, rule := range rules {
+		sum[rule] = &cell{}
+	}
+	srcOK, srcAll := 0, 0
+	for _, c := range r.Checks {
+		s := sum[c.Rule]
+		if s == nil {
+			continue
+		}
+		s.all++
+		if c.OK {
+			s.ok++
+		}
+		if strings.HasPrefix(c.Rule, "pod→") {
+			srcAll++
+			if c.OK {
+				srcOK++
+			}
+		}
+	}
+	tw = tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "CHECK\tRESULT")
+	for _, rule := range rules {
+		fmt.Fprintf(tw, "%s\t%s (%d/%d)\n", rule, yesNo(sum[rule].ok == sum[rule].all && sum[rule].all > 0), sum[rule].ok, sum[rule].all)
+	}
+	fmt.Fprintf(tw, "source address preserved (no NAT)\t%s (%d/%d)\n", yesNo(srcOK == srcAll && srcAll > 0), srcOK, srcAll)
+	tw.Flush()
+	for _, c := range r.Checks {
+		if !c.OK {
+			fmt.Fprintf(w, "FAILED %s %s -> %s (%s): %s\n", c.Rule, c.From, c.To, c.Target, c.Detail)
+		}
+	}
+}
+
+func yesNo(b bool) string {
+	if b {
+		return "yes"
+	}
+	return "NO"
+}
