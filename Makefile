@@ -75,9 +75,15 @@ generate: ## regenerate the protobuf code (protoc from Debian, plugins pinned in
 	PATH=$(BIN)/tools:$$PATH protoc --go_out=. --go_opt=paths=source_relative \
 		--go-grpc_out=. --go-grpc_opt=paths=source_relative ipam/ipampb/ipam.proto agent/agentpb/agent.proto
 
+LAB ?= test/topologies/two-node-tor/two-node-tor.clab.yml
+
 .PHONY: lab
-lab: ## bring up the multi-node lab (not built yet: see README)
-	@echo "make lab is not built yet: it arrives with the lab work (the BGP speaker and the netns runner come first)." >&2; exit 1
+lab: deps build ## bring up the lab (LAB=topology file; default two-node-tor), 2 pods a node, and show them talking
+	$(BIN)/flatnet-lab up -t $(LAB) --pods 2
+
+.PHONY: lab-down
+lab-down: ## tear the lab down: namespaces, links, processes, files
+	$(BIN)/flatnet-lab down -t $(LAB)
 
 .PHONY: clean
 clean: ## remove build output

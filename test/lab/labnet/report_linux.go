@@ -5,9 +5,11 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"maps"
 	"net/netip"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"text/tabwriter"
 	"time"
@@ -233,9 +235,9 @@ func (r *Report) Print(w io.Writer) {
 	}
 	tw.Flush()
 	fmt.Fprintln(w, "\n== Routes learned over BGP (pod /32 routes of the CNI plugin left out)")
-	for node, routes := range r.Routes {
+	for _, node := range slices.Sorted(maps.Keys(r.Routes)) {
 		fmt.Fprintf(w, "%s:\n", node)
-		for _, rt := range routes {
+		for _, rt := range r.Routes[node] {
 			fmt.Fprintf(w, "  %s\n", rt)
 		}
 	}
