@@ -84,7 +84,7 @@ func startRouting(ctx context.Context, cfg config.Config, blocks blockLister, ch
 	r := &routing{
 		self: self, speaker: st.speaker, table: st.table, blocks: blocks, registry: st.registry,
 		template: bgp.Peer{Password: cfg.BGP.MeshPassword}, explicit: peers, changed: changed,
-		resync: 30 * time.Second, log: log.With("component", "routing"), adverts: adverts,
+		resync: 30 * time.Second, settle: settleTime, log: log.With("component", "routing"), adverts: adverts,
 	}
 	go r.run(ctx)
 	log.Info("bgp started", "asn", self.ASN, "ipv4", self.IPv4, "ipv6", self.IPv6, "mesh", cfg.BGP.Mesh, "peers", len(peers))

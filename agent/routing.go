@@ -39,9 +39,13 @@ type routing struct {
 	explicit []bgp.Peer    // configured peers (ToR, route reflectors)
 	changed  <-chan struct{}
 	resync   time.Duration // how often adverts are recomputed without a change
+	settle   time.Duration // how long after BGP converged stale routes are kept
 	log      *slog.Logger
 	adverts  *advertLog // what was last announced, for status
 }
+
+// settleTime is how long stale kernel routes outlive BGP's convergence.
+const settleTime = 5 * time.Second
 
 // run works until ctx is done. Failures are logged and retried on the next
 // change or resync; nothing here is fatal once the speaker has started.
@@ -50,7 +54,15 @@ func (r *routing) run(ctx context.Context) {
 	go func() {
 		select {
 		case <-r.speaker.Converged():
-			r.log.Info("bgp converged: removing stale routes of an earlier run")
+		case <-ctx.Done():
+			return
+		}
+		// End-of-RIB is not the last word: a helper that saw us restart
+		// (FRR) sends its End-of-RIB first and its routes after ours, about a
+		// second later. Stale routes wait a little longer than that.
+		r.log.Info("bgp converged: stale routes of an earlier run go after a settle time", "settle", r.settle)
+		select {
+		case <-time.After(r.settle):
 			r.table.MarkConverged()
 		case <-ctx.Done():
 		}

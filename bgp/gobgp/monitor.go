@@ -50,6 +50,10 @@ type monitor struct {
 	expect   map[netip.Addr]bool                      // peers Converged waits for; nil before the first SetPeers
 
 	done bool // converged; run's own
+
+	// onPrefixLimit is called, on its own goroutine, with a peer GoBGP
+	// shut down for exceeding its prefix limit.
+	onPrefixLimit func(netip.Addr)
 }
 
 func newMonitor(s *server.BgpServer, log *slog.Logger, routes *feed.Feed) *monitor {
@@ -74,7 +78,12 @@ func (m *monitor) watch(ctx context.Context, timeout time.Duration) error {
 		OnBestPath:   m.onBestPath,
 		OnPathUpdate: m.onPostPolicy,
 		OnPathEor:    func(*apiutil.Path, time.Time) { m.note(func() { m.evaluate = true }) },
-		OnPeerUpdate: func(*apiutil.WatchEventMessage_PeerEvent, time.Time) { m.note(func() { m.evaluate = true }) },
+		OnPeerUpdate: func(ev *apiutil.WatchEventMessage_PeerEvent, _ time.Time) {
+			if ev.Peer.State.AdminState == api.PeerState_ADMIN_STATE_PFX_CT && m.onPrefixLimit != nil {
+				go m.onPrefixLimit(ev.Peer.State.NeighborAddress)
+			}
+			m.note(func() { m.evaluate = true })
+		},
 	}, server.WatchBestPath(false), server.WatchPostUpdate(false, "", ""), server.WatchEor(false), server.WatchPeer())
 	if err != nil {
 		return err

@@ -63,6 +63,7 @@ func (s *Speaker) SetPeers(ctx context.Context, peers []bgp.Peer) error {
 		}
 		s.log.Info("bgp peer removed", "peer", old.peer.Name, "address", addr)
 		delete(s.peers, addr)
+		delete(s.limited, addr)
 	}
 	for _, p := range peers {
 		e := want[p.Address]
@@ -80,6 +81,7 @@ func (s *Speaker) SetPeers(ctx context.Context, peers []bgp.Peer) error {
 			err := s.server.DeletePeer(ctx, &api.DeletePeerRequest{Address: p.Address.String()})
 			if err == nil {
 				delete(s.peers, p.Address)
+				delete(s.limited, p.Address)
 				err = s.server.AddPeer(ctx, &api.AddPeerRequest{Peer: e.conf})
 			}
 			if err != nil {

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"maps"
 	"net/netip"
 	"slices"
 	"strings"
@@ -17,6 +18,7 @@ import (
 	"github.com/osrg/gobgp/v4/pkg/apiutil"
 	"github.com/osrg/gobgp/v4/pkg/config/oc"
 	"github.com/osrg/gobgp/v4/pkg/server"
+	"google.golang.org/protobuf/proto"
 
 	"github.com/flatnet-io/flatnet/bgp"
 	"github.com/flatnet-io/flatnet/bgp/internal/feed"
@@ -56,6 +58,9 @@ type Speaker struct {
 	peers    map[netip.Addr]peerEntry
 	peersSet bool // SetPeers succeeded once
 	imp, exp policy
+	// limited are the peers shut down for exceeding their prefix limit,
+	// held administratively down until SetPeers changes them.
+	limited map[netip.Addr]bool
 }
 
 var _ bgp.Speaker = (*Speaker)(nil)
@@ -86,8 +91,10 @@ func New(cfg bgp.Config, opts Options) (*Speaker, error) {
 		routes:  feed.New(),
 		adverts: map[netip.Prefix]netip.Addr{},
 		peers:   map[netip.Addr]peerEntry{},
+		limited: map[netip.Addr]bool{},
 	}
 	s.mon = newMonitor(nil, log, s.routes)
+	s.mon.onPrefixLimit = s.purgeLimited
 	return s, nil
 }
 
@@ -272,6 +279,7 @@ func (s *Speaker) Status(ctx context.Context) ([]bgp.PeerStatus, error) {
 	for a, e := range s.peers {
 		names[a] = e.peer.Name
 	}
+	limited := maps.Clone(s.limited)
 	s.mu.Unlock()
 
 	var out []bgp.PeerStatus
@@ -281,6 +289,9 @@ func (s *Speaker) Status(ctx context.Context) ([]bgp.PeerStatus, error) {
 			return
 		}
 		st := bgp.PeerStatus{Name: names[addr], Address: addr, ASN: p.GetConf().GetPeerAsn(), State: sessionState(p.GetState())}
+		if limited[addr] {
+			st.State = bgp.StatePrefixLimit
+		}
 		if st.State != bgp.StateEstablished {
 			out = append(out, st)
 			return
@@ -303,6 +314,35 @@ func (s *Speaker) Status(ctx context.Context) ([]bgp.PeerStatus, error) {
 		return cmp.Or(strings.Compare(a.Name, b.Name), a.Address.Compare(b.Address))
 	})
 	return out, nil
+}
+
+// purgeLimited takes a peer that GoBGP shut down for its prefix limit out of
+// service for good, routes included. GoBGP itself sends the Cease but then
+// sees the peer close the connection as a graceful restart and keeps the
+// flood as stale routes for the restart time; deleting the peer drops them,
+// and re-adding it administratively down keeps it visible in Status without
+// reconnecting into the same flood. SetPeers with a changed limit brings it back.
+func (s *Speaker) purgeLimited(addr netip.Addr) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	e, ok := s.peers[addr]
+	if s.state != running || !ok || s.limited[addr] {
+		return
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	s.log.Warn("bgp peer exceeded its prefix limit: session shut down and its routes dropped until its configuration changes",
+		"peer", e.peer.Name, "address", addr, "max_prefixes", e.peer.MaxPrefixes)
+	if err := s.server.DeletePeer(ctx, &api.DeletePeerRequest{Address: addr.String()}); err != nil {
+		s.log.Error("drop the routes of a peer over its prefix limit", "peer", e.peer.Name, "err", err)
+		return
+	}
+	down := proto.Clone(e.conf).(*api.Peer)
+	down.Conf.AdminDown = true
+	if err := s.server.AddPeer(ctx, &api.AddPeerRequest{Peer: down}); err != nil {
+		s.log.Error("re-add a peer over its prefix limit, down", "peer", e.peer.Name, "err", err)
+	}
+	s.limited[addr] = true
 }
 
 // sessionState names GoBGP's session state the way PeerStatus does.
