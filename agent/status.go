@@ -3,6 +3,7 @@ package agent
 import (
 	"context"
 	"net/netip"
+	"strings"
 	"sync"
 
 	"google.golang.org/grpc/codes"
@@ -63,7 +64,7 @@ func (s *statusServer) Status(ctx context.Context, _ *agentpb.StatusRequest) (*a
 			Name: p.Name, Address: p.Address.String(), Asn: p.ASN, State: p.State,
 			UptimeSeconds: int64(p.Uptime.Seconds()),
 			Received:      p.Received, Accepted: p.Accepted, Rejected: p.Rejected, Advertised: p.Advertised,
-			Mesh: len(p.Name) > 5 && p.Name[:5] == "mesh-",
+			Mesh: strings.HasPrefix(p.Name, mesh.PeerNamePrefix),
 		})
 	}
 	for _, a := range s.adverts.get() {

@@ -61,6 +61,9 @@ type Registry interface {
 	Watch(ctx context.Context, fn func([]Node))
 }
 
+// PeerNamePrefix starts the name of every mesh peer: "mesh-" and the node's name.
+const PeerNamePrefix = "mesh-"
+
 // Peers returns self's mesh peers: one session with every other valid node
 // that has an address of a family self has too (IPv4 preferred), sorted by
 // name. Each is template with the node's name, address and ASN filled in.
@@ -80,7 +83,7 @@ func Peers(self Node, nodes []Node, template bgp.Peer) []bgp.Peer {
 			continue // no common family
 		}
 		p := template
-		p.Name = "mesh-" + n.Name
+		p.Name = PeerNamePrefix + n.Name
 		p.Address = addr
 		p.ASN = n.ASN
 		p.Mesh = true
