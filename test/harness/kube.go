@@ -1,0 +1,436 @@
+package harness
+
+import (
+	"bytes"
+	"context"
+	"crypto/sha256"
+	"crypto/tls"
+	"crypto/x509"
+	"encoding/hex"
+	"fmt"
+	"maps"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"k8s.io/client-go/rest"
+)
+
+// A real Kubernetes API server for tests: Debian's etcd and a kube-apiserver
+// built from the module proxy (make kube-bins), on 127.0.0.1 ports the kernel
+// picked, with TLS, static token authentication and RBAC. No controller
+// manager, scheduler or kubelet runs: objects are what tests make them.
+
+// AdminToken authenticates as "admin" in group system:masters.
+const AdminToken = "flatnet-test-admin"
+
+// KubeBinDir is where make kube-bins put kube-apiserver: $FLATNET_KUBE_BIN,
+// else the Makefile's cache directory, keyed the same way by the hash of
+// test/kube/apiserver/go.sum.
+func KubeBinDir() string {
+	if d := os.Getenv("FLATNET_KUBE_BIN"); d != "" {
+		return d
+	}
+	home, _ := os.UserHomeDir()
+	sum, err := os.ReadFile(filepath.Join(Root(), "test", "kube", "apiserver", "go.sum"))
+	if err != nil {
+		return filepath.Join(home, ".cache", "flatnet", "kube-unknown")
+	}
+	h := sha256.Sum256(sum)
+	return filepath.Join(home, ".cache", "flatnet", "kube-"+hex.EncodeToString(h[:])[:12])
+}
+
+// kubeTools are the programs StartKube and Kubectl run, by the name Require
+// reports.
+func kubeTools() map[string]string {
+	kubectl, err := exec.LookPath("kubectl")
+	if err != nil {
+		kubectl = filepath.Join(KubeBinDir(), "kubectl")
+	}
+	etcd, err := exec.LookPath("etcd")
+	if err != nil {
+		etcd = "/usr/bin/etcd" // Debian's etcd-server
+	}
+	return map[string]string{
+		"etcd":           etcd,
+		"kube-apiserver": filepath.Join(KubeBinDir(), "kube-apiserver"),
+		"kubectl":        kubectl,
+	}
+}
+
+// RequireKube stops t unless etcd, kube-apiserver and kubectl are there: it
+// fails t in CI (CI=true), where a skipped test has not run, and skips it
+// elsewhere. It needs no root.
+func RequireKube(t testing.TB) {
+	t.Helper()
+	var missing []string
+	for name, path := range kubeTools() {
+		if st, err := os.Stat(path); err != nil || st.Mode()&0o111 == 0 {
+			missing = append(missing, name+" ("+path+")")
+		}
+	}
+	if len(missing) == 0 {
+		return
+	}
+	msg := "Kubernetes test needs: " + strings.Join(missing, ", ") + " (make deps kube-bins installs and builds them)"
+	if os.Getenv("CI") == "true" {
+		t.Fatal(msg)
+	}
+	t.Skip(msg)
+}
+
+// Kube is a running etcd and kube-apiserver.
+type Kube struct {
+	URL        string // https://127.0.0.1:<port>
+	Dir        string // certificates, tokens, data and logs
+	CAFile     string // the CA that signed the server's certificate
+	Kubeconfig string // admin kubeconfig, for kubectl --kubeconfig
+
+	root  string // Dir's parent, with the logs of failed start attempts
+	caPEM []byte
+	procs []*proc
+	stop  sync.Once
+}
+
+// proc is a server process of a Kube.
+type proc struct {
+	name   string
+	cmd    *exec.Cmd
+	exited chan struct{} // closed once Wait returned
+}
+
+// StartKube starts a fresh API server for t in a directory of its own, and
+// stops it when t ends.
+func StartKube(t testing.TB) *Kube {
+	t.Helper()
+	RequireKube(t)
+	dir, err := os.MkdirTemp("", "flatnet-kube-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	k, err := startKube(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		k.Stop()
+		if !t.Failed() {
+			os.RemoveAll(k.root)
+		} else {
+			t.Logf("etcd and kube-apiserver logs kept in %s", k.Dir)
+		}
+	})
+	return k
+}
+
+// SharedKube is one API server for a whole test binary: the first Get starts
+// it; TestMain calls Stop after m.Run. Tests sharing it must not run in
+// parallel on the same objects.
+type SharedKube struct {
+	once sync.Once
+	kube *Kube
+	err  error
+}
+
+// Get returns the shared server, starting it on first use; it fails or skips
+// t like RequireKube.
+func (s *SharedKube) Get(t testing.TB) *Kube {
+	t.Helper()
+	RequireKube(t)
+	s.once.Do(func() {
+		dir, err := os.MkdirTemp("", "flatnet-kube-")
+		if err != nil {
+			s.err = err
+			return
+		}
+		s.kube, s.err = startKube(dir)
+	})
+	if s.err != nil {
+		t.Fatal(s.err)
+	}
+	return s.kube
+}
+
+// Stop stops the shared server, if it was started, and removes its
+// directory, unless a test failed (TestMain's m.Run returned non-zero): then
+// it keeps the logs and says where.
+func (s *SharedKube) Stop(failed bool) {
+	if s.kube == nil {
+		return
+	}
+	s.kube.Stop()
+	if failed {
+		fmt.Fprintf(os.Stderr, "etcd and kube-apiserver logs kept in %s\n", s.kube.Dir)
+		return
+	}
+	os.RemoveAll(s.kube.root)
+}
+
+// startKube starts etcd and kube-apiserver in dir; a port taken between
+// picking and binding (another test package starting at the same time) is
+// retried with new ports.
+func startKube(dir string) (*Kube, error) {
+	var err error
+	for attempt := range 3 {
+		var k *Kube
+		k, err = tryStartKube(filepath.Join(dir, fmt.Sprint(attempt)))
+		if err == nil {
+			k.root = dir
+			return k, nil
+		}
+	}
+	return nil, err
+}
+
+func tryStartKube(dir string) (*Kube, error) {
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return nil, err
+	}
+	k := &Kube{Dir: dir, CAFile: filepath.Join(dir, "ca.crt"), Kubeconfig: filepath.Join(dir, "admin.kubeconfig")}
+	pki, err := writePKI(dir)
+	if err != nil {
+		return nil, fmt.Errorf("start kube: %w", err)
+	}
+	k.caPEM = pki.caPEM
+	ports, err := freePorts(3)
+	if err != nil {
+		return nil, fmt.Errorf("start kube: %w", err)
+	}
+	etcdURL := fmt.Sprintf("http://127.0.0.1:%d", ports[0])
+	peerURL := fmt.Sprintf("http://127.0.0.1:%d", ports[1])
+	k.URL = fmt.Sprintf("https://127.0.0.1:%d", ports[2])
+	tools := kubeTools()
+
+	if err := k.spawn("etcd", tools["etcd"],
+		"--name=default", "--data-dir="+filepath.Join(dir, "etcd"),
+		"--listen-client-urls="+etcdURL, "--advertise-client-urls="+etcdURL,
+		"--listen-peer-urls="+peerURL, "--initial-advertise-peer-urls="+peerURL,
+		"--initial-cluster=default="+peerURL, "--log-level=warn", "--logger=zap",
+	); err != nil {
+		return nil, err
+	}
+	if err := k.waitHTTP(etcdURL+"/health", http.DefaultClient, nil); err != nil {
+		k.Stop()
+		return nil, err
+	}
+
+	tokens := filepath.Join(dir, "tokens.csv")
+	if err := os.WriteFile(tokens, []byte(AdminToken+`,admin,admin,"system:masters"`+"\n"), 0o600); err != nil {
+		k.Stop()
+		return nil, err
+	}
+	if err := k.spawn("kube-apiserver", tools["kube-apiserver"],
+		"--etcd-servers="+etcdURL,
+		"--bind-address=127.0.0.1", "--advertise-address=127.0.0.1", fmt.Sprintf("--secure-port=%d", ports[2]),
+		"--tls-cert-file="+pki.serverCert, "--tls-private-key-file="+pki.serverKey,
+		"--token-auth-file="+tokens, "--authorization-mode=RBAC",
+		"--service-account-issuer=https://kubernetes.default.svc.cluster.local",
+		"--service-account-key-file="+pki.saPub, "--service-account-signing-key-file="+pki.saKey,
+		"--service-cluster-ip-range=10.96.0.0/16",
+		"--allow-privileged=true",
+		// No controller manager creates namespaces' default ServiceAccount, so
+		// the admission plugin that requires it would refuse every test pod.
+		"--disable-admission-plugins=ServiceAccount",
+		"--profiling=false", "--v=0",
+	); err != nil {
+		k.Stop()
+		return nil, err
+	}
+	pool := x509.NewCertPool()
+	pool.AppendCertsFromPEM(k.caPEM)
+	client := &http.Client{Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: pool}}}
+	if err := k.waitHTTP(k.URL+"/readyz", client, http.Header{"Authorization": {"Bearer " + AdminToken}}); err != nil {
+		k.Stop()
+		return nil, err
+	}
+	if err := os.WriteFile(k.Kubeconfig, k.kubeconfig(AdminToken), 0o600); err != nil {
+		k.Stop()
+		return nil, err
+	}
+	return k, nil
+}
+
+// spawn starts a server whose output goes to <dir>/<name>.log. It dies with
+// the test process (Pdeathsig), even when that is killed.
+func (k *Kube) spawn(name, path string, args ...string) error {
+	log, err := os.Create(filepath.Join(k.Dir, name+".log"))
+	if err != nil {
+		return err
+	}
+	defer log.Close()
+	p := &proc{name: name, cmd: exec.Command(path, args...), exited: make(chan struct{})}
+	p.cmd.Stdout, p.cmd.Stderr = log, log
+	p.cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL, Setpgid: true}
+	if err := p.cmd.Start(); err != nil {
+		return fmt.Errorf("start %s: %w", name, err)
+	}
+	go func() {
+		_ = p.cmd.Wait()
+		close(p.exited)
+	}()
+	k.procs = append(k.procs, p)
+	return nil
+}
+
+// waitHTTP polls url until it answers 200, the last process spawned dies, or
+// a minute passes (this machine is shared and slow at times).
+func (k *Kube) waitHTTP(url string, client *http.Client, header http.Header) error {
+	p := k.procs[len(k.procs)-1]
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	for {
+		req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
+		if err != nil {
+			return err
+		}
+		maps.Copy(req.Header, header)
+		if resp, err := client.Do(req); err == nil {
+			resp.Body.Close()
+			if resp.StatusCode == http.StatusOK {
+				return nil
+			}
+		}
+		select {
+		case <-p.exited:
+			return fmt.Errorf("%s exited while starting: %s", p.name, k.logTail(p.name))
+		case <-ctx.Done():
+			return fmt.Errorf("%s not ready after a minute: %s", p.name, k.logTail(p.name))
+		case <-time.After(100 * time.Millisecond):
+		}
+	}
+}
+
+func (k *Kube) logTail(name string) string {
+	b, _ := os.ReadFile(filepath.Join(k.Dir, name+".log"))
+	if len(b) > 2000 {
+		b = b[len(b)-2000:]
+	}
+	return strings.TrimSpace(string(b))
+}
+
+// Stop kills the API server and etcd and waits for them.
+func (k *Kube) Stop() {
+	k.stop.Do(func() {
+		for i := len(k.procs) - 1; i >= 0; i-- {
+			p := k.procs[i]
+			_ = syscall.Kill(-p.cmd.Process.Pid, syscall.SIGKILL)
+			<-p.exited
+		}
+	})
+}
+
+// RESTConfig returns a client configuration authenticating as the admin.
+func (k *Kube) RESTConfig() *rest.Config { return k.RESTConfigForToken(AdminToken) }
+
+// RESTConfigForToken returns a client configuration authenticating with a
+// bearer token, such as a ServiceAccount's from ServiceAccountToken.
+func (k *Kube) RESTConfigForToken(token string) *rest.Config {
+	return &rest.Config{
+		Host:            k.URL,
+		BearerToken:     token,
+		TLSClientConfig: rest.TLSClientConfig{CAData: k.caPEM},
+		QPS:             -1, // tests measure the server, not client-side throttling
+	}
+}
+
+// KubeconfigForToken writes a kubeconfig that authenticates with token into
+// a file of t's and returns its path.
+func (k *Kube) KubeconfigForToken(t testing.TB, token string) string {
+	t.Helper()
+	path := filepath.Join(t.TempDir(), "kubeconfig")
+	if err := os.WriteFile(path, k.kubeconfig(token), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return path
+}
+
+func (k *Kube) kubeconfig(token string) []byte {
+	return fmt.Appendf(nil, `apiVersion: v1
+kind: Config
+clusters:
+- name: test
+  cluster: {server: %q, certificate-authority: %q}
+users:
+- name: user
+  user: {token: %q}
+contexts:
+- name: test
+  context: {cluster: test, user: user}
+current-context: test
+`, k.URL, k.CAFile, token)
+}
+
+// Kubectl runs kubectl as the admin and returns its standard output; an error
+// carries its standard error.
+func (k *Kube) Kubectl(args ...string) (string, error) { return Kubectl(k.Kubeconfig, args...) }
+
+// Kubectl runs kubectl with the given kubeconfig ("": none, for commands that
+// need no server, such as kustomize) and returns its standard output; an
+// error carries its standard error.
+func Kubectl(kubeconfig string, args ...string) (string, error) {
+	if kubeconfig != "" {
+		args = append([]string{"--kubeconfig=" + kubeconfig}, args...)
+	}
+	var stdout, stderr bytes.Buffer
+	cmd := exec.Command(kubeTools()["kubectl"], args...)
+	cmd.Stdout, cmd.Stderr = &stdout, &stderr
+	// Discovery caches go under the temporary directory, not $HOME.
+	cmd.Env = append(os.Environ(), "KUBECACHEDIR="+filepath.Join(os.TempDir(), "flatnet-kubectl-cache"))
+	if err := cmd.Run(); err != nil {
+		return stdout.String(), fmt.Errorf("kubectl %s: %w: %s", strings.Join(args, " "), err, strings.TrimSpace(stderr.String()))
+	}
+	return stdout.String(), nil
+}
+
+// MustKubectl is Kubectl that fails t.
+func (k *Kube) MustKubectl(t testing.TB, args ...string) string {
+	t.Helper()
+	out, err := k.Kubectl(args...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return out
+}
+
+// ServiceAccountToken returns a bound token for the ServiceAccount
+// namespace/name from the TokenRequest API, as the kubelet would project it.
+func (k *Kube) ServiceAccountToken(t testing.TB, namespace, name string) string {
+	t.Helper()
+	out := k.MustKubectl(t, "create", "token", name, "-n", namespace, "--duration=1h")
+	return strings.TrimSpace(out)
+}
+
+// ApplyCRDs installs the CRDs in deploy/crds and waits until the API server
+// serves them.
+func (k *Kube) ApplyCRDs(t testing.TB) {
+	t.Helper()
+	k.MustKubectl(t, "apply", "--server-side", "--force-conflicts", "-f", filepath.Join(Root(), "deploy", "crds"))
+	k.MustKubectl(t, "wait", "--for=condition=Established", "--timeout=60s", "-f", filepath.Join(Root(), "deploy", "crds"))
+}
+
+// freePorts returns n ports free on 127.0.0.1 a moment ago.
+func freePorts(n int) ([]int, error) {
+	var ports []int
+	var ls []net.Listener
+	defer func() {
+		for _, l := range ls {
+			l.Close()
+		}
+	}()
+	for range n {
+		l, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			return nil, fmt.Errorf("pick a free port: %w", err)
+		}
+		ls = append(ls, l)
+		ports = append(ports, l.Addr().(*net.TCPAddr).Port)
+	}
+	return ports, nil
+}
