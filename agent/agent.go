@@ -14,9 +14,9 @@ import (
 	"google.golang.org/grpc"
 
 	"github.com/flatnet-io/flatnet/agent/agentpb"
+	"github.com/flatnet-io/flatnet/bgp/mesh"
 	"github.com/flatnet-io/flatnet/config"
 	"github.com/flatnet-io/flatnet/ipam"
-	"github.com/flatnet-io/flatnet/ipam/filestore"
 	"github.com/flatnet-io/flatnet/ipam/ipamgrpc"
 )
 
@@ -27,23 +27,35 @@ const stopTimeout = 5 * time.Second
 // an error when something could not start or failed while running.
 func Run(ctx context.Context, cfg config.Config, log *slog.Logger) error {
 	log = log.With("node", cfg.NodeName)
-	store, err := filestore.Open(cfg.Datastore.File.Dir, filestore.Options{SkipFsync: !cfg.Datastore.File.Fsync})
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	health := newHealth()
+	if err := health.serve(ctx, cfg.Health.Address, log); err != nil {
+		return err
+	}
+
+	ds, err := openDatastore(ctx, cfg, log)
 	if err != nil {
 		return err
 	}
-	defer store.Close()
-
-	notifying := newNotifyingStore(store)
+	defer ds.close()
+	notifying := newNotifyingStore(ds.store)
 	alloc, err := newAllocator(notifying, cfg, log)
 	if err != nil {
 		return err
 	}
-	ctx, cancel := context.WithCancel(ctx)
-	defer cancel()
+	if ds.start != nil {
+		ds.start(ctx, alloc)
+	}
+	health.set("datastore", true)
 
 	status := &statusServer{adverts: &advertLog{}}
 	if cfg.BGP.Enabled {
-		rs, err := startRouting(ctx, cfg, alloc, notifying.changed, status.adverts, log)
+		var registry mesh.Registry
+		if cfg.BGP.Mesh {
+			registry = ds.registry
+		}
+		rs, err := startRouting(ctx, cfg, alloc, registry, notifying.changed, status.adverts, log)
 		if err != nil {
 			return err
 		}
@@ -53,6 +65,7 @@ func Run(ctx context.Context, cfg config.Config, log *slog.Logger) error {
 	} else {
 		status.self.Name = cfg.NodeName
 	}
+	health.set("bgp", true)
 
 	lis, err := listenUnix(cfg.API.Socket)
 	if err != nil {
@@ -65,7 +78,8 @@ func Run(ctx context.Context, cfg config.Config, log *slog.Logger) error {
 	served := make(chan error, 1)
 	go func() { served <- srv.Serve(lis) }()
 	go sweepIdleBlocks(ctx, alloc, cfg.IPAM.BlockReleaseGrace, log)
-	log.Info("agent ready", "socket", cfg.API.Socket, "datastore", cfg.Datastore.File.Dir, "pools", len(cfg.IPAM.Pools))
+	health.set("api", true)
+	log.Info("agent ready", "socket", cfg.API.Socket, "datastore", cfg.Datastore.Type, "pools", len(cfg.IPAM.Pools))
 
 	select {
 	case err = <-served:

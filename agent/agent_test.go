@@ -30,6 +30,7 @@ func testConfig(t testing.TB) config.Config {
 	cfg.NodeName = "node1"
 	cfg.API.Socket = filepath.Join(dir, "flatnet.sock")
 	cfg.Datastore.File.Dir = filepath.Join(dir, "store")
+	cfg.Health.Address = "" // tests run side by side; TestHealth serves it
 	cfg.IPAM.StrictAffinity = true
 	cfg.IPAM.Pools = []config.Pool{
 		{Name: "tiny-v4", CIDR: netip.MustParsePrefix("10.10.0.0/30"), BlockSize: 31},

@@ -33,7 +33,7 @@ type routingStack struct {
 
 // startRouting starts BGP and the dataplane for the node. blocks is IPAM,
 // changed fires when IPAM wrote.
-func startRouting(ctx context.Context, cfg config.Config, blocks blockLister, changed <-chan struct{}, adverts *advertLog, log *slog.Logger) (*routingStack, error) {
+func startRouting(ctx context.Context, cfg config.Config, blocks blockLister, registry mesh.Registry, changed <-chan struct{}, adverts *advertLog, log *slog.Logger) (*routingStack, error) {
 	self, err := nodeIdentity(cfg)
 	if err != nil {
 		return nil, err
@@ -60,17 +60,12 @@ func startRouting(ctx context.Context, cfg config.Config, blocks blockLister, ch
 		st.table.Close()
 		return nil, fmt.Errorf("bgp.peers: %w", err)
 	}
-	if cfg.BGP.Mesh {
-		reg, err := registryFor(cfg, log)
-		if err != nil {
+	if registry != nil {
+		if err := registry.Register(ctx, self); err != nil {
 			st.table.Close()
 			return nil, err
 		}
-		if err := reg.Register(ctx, self); err != nil {
-			st.table.Close()
-			return nil, err
-		}
-		st.registry = reg
+		st.registry = registry
 	}
 	if err := st.speaker.Start(ctx); err != nil {
 		st.table.Close()
@@ -111,15 +106,6 @@ func readMarker(path string) (time.Time, error) {
 		return time.Time{}, err
 	}
 	return time.Parse(time.RFC3339Nano, strings.TrimSpace(string(b)))
-}
-
-// registryFor returns the datastore's node registry.
-func registryFor(cfg config.Config, log *slog.Logger) (mesh.Registry, error) {
-	switch cfg.Datastore.Type {
-	case "file":
-		return mesh.NewFileRegistry(filepath.Join(cfg.Datastore.File.Dir, "nodes"), 0, log.With("component", "registry"))
-	}
-	return nil, fmt.Errorf("datastore %q has no node registry", cfg.Datastore.Type)
 }
 
 // nodeIdentity is the node as its peers see it: its name, ASN, and its

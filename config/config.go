@@ -18,6 +18,7 @@ type Config struct {
 	Log       Log       `mapstructure:"log"`
 	API       API       `mapstructure:"api"`
 	Datastore Datastore `mapstructure:"datastore"`
+	Health    Health    `mapstructure:"health"`
 	IPAM      IPAM      `mapstructure:"ipam"`
 	BGP       BGP       `mapstructure:"bgp"`
 }
@@ -35,8 +36,26 @@ type API struct {
 
 // Datastore says where IPAM state is kept.
 type Datastore struct {
-	Type string    `mapstructure:"type"` // only "file" today
-	File FileStore `mapstructure:"file"`
+	Type       string     `mapstructure:"type"` // "file" or "kubernetes"
+	File       FileStore  `mapstructure:"file"`
+	Kubernetes Kubernetes `mapstructure:"kubernetes"`
+}
+
+// Kubernetes is the cluster datastore: flatnet's CRDs and Node objects,
+// through the Kubernetes API.
+type Kubernetes struct {
+	// Kubeconfig is the path of a kubeconfig file; "" means in-cluster (the
+	// pod's service account).
+	Kubeconfig string `mapstructure:"kubeconfig"`
+	// GCGrace is how long a pod (or node) must have been gone before its
+	// addresses (or blocks) are reclaimed; GCInterval how often that is checked.
+	GCGrace    time.Duration `mapstructure:"gcGrace"`
+	GCInterval time.Duration `mapstructure:"gcInterval"`
+}
+
+// Health serves /healthz and /readyz for the DaemonSet's probes.
+type Health struct {
+	Address string `mapstructure:"address"` // host:port; "" serves none
 }
 
 // FileStore is the file datastore: one directory on the node.
@@ -173,9 +192,11 @@ func Default() Config {
 			Socket: "/run/flatnet/flatnet.sock",
 		},
 		Datastore: Datastore{
-			Type: "file",
-			File: FileStore{Dir: "/var/lib/flatnet/ipam", Fsync: true},
+			Type:       "file",
+			File:       FileStore{Dir: "/var/lib/flatnet/ipam", Fsync: true},
+			Kubernetes: Kubernetes{GCGrace: 5 * time.Minute, GCInterval: time.Minute},
 		},
+		Health: Health{Address: "127.0.0.1:9797"},
 		IPAM: IPAM{
 			Pools: []Pool{{
 				Name:      "default-ipv4",

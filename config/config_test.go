@@ -20,10 +20,12 @@ func TestDefault(t *testing.T) {
 	got := Default()
 	got.NodeName = "node-1" // the host name differs from machine to machine
 	want := Config{
-		NodeName:  "node-1",
-		Log:       Log{Level: "info", Format: "text"},
-		API:       API{Socket: "/run/flatnet/flatnet.sock"},
-		Datastore: Datastore{Type: "file", File: FileStore{Dir: "/var/lib/flatnet/ipam", Fsync: true}},
+		NodeName: "node-1",
+		Log:      Log{Level: "info", Format: "text"},
+		API:      API{Socket: "/run/flatnet/flatnet.sock"},
+		Datastore: Datastore{Type: "file", File: FileStore{Dir: "/var/lib/flatnet/ipam", Fsync: true},
+			Kubernetes: Kubernetes{GCGrace: 5 * time.Minute, GCInterval: time.Minute}},
+		Health: Health{Address: "127.0.0.1:9797"},
 		IPAM: IPAM{
 			Pools:             []Pool{{Name: "default-ipv4", CIDR: netip.MustParsePrefix("10.244.0.0/16"), BlockSize: 26}},
 			BlockReleaseGrace: 5 * time.Minute,

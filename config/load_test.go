@@ -56,10 +56,12 @@ func parseFlags(t *testing.T, args ...string) *pflag.FlagSet {
 // exampleConfig is what exampleFile holds, on a node named node-a.
 func exampleConfig() Config {
 	return Config{
-		NodeName:  "node-a",
-		Log:       Log{Level: "info", Format: "text"},
-		API:       API{Socket: "/run/flatnet/flatnet.sock"},
-		Datastore: Datastore{Type: "file", File: FileStore{Dir: "/var/lib/flatnet/ipam", Fsync: true}},
+		NodeName: "node-a",
+		Log:      Log{Level: "info", Format: "text"},
+		API:      API{Socket: "/run/flatnet/flatnet.sock"},
+		Datastore: Datastore{Type: "file", File: FileStore{Dir: "/var/lib/flatnet/ipam", Fsync: true},
+			Kubernetes: Kubernetes{GCGrace: 5 * time.Minute, GCInterval: time.Minute}},
+		Health: Health{Address: "127.0.0.1:9797"},
 		IPAM: IPAM{
 			Pools: []Pool{
 				{Name: "default-ipv4", CIDR: netip.MustParsePrefix("10.244.0.0/16"), BlockSize: 26},
@@ -244,7 +246,11 @@ func TestEnvOverridesEveryScalarKey(t *testing.T) {
 		{env: "FLATNET_LOG_LEVEL", value: "debug", want: func(c *Config) { c.Log.Level = "debug" }},
 		{env: "FLATNET_LOG_FORMAT", value: "json", want: func(c *Config) { c.Log.Format = "json" }},
 		{env: "FLATNET_API_SOCKET", value: "/tmp/f.sock", want: func(c *Config) { c.API.Socket = "/tmp/f.sock" }},
-		{env: "FLATNET_DATASTORE_TYPE", value: "kubernetes", wantErr: `datastore.type "kubernetes": not supported yet`},
+		{env: "FLATNET_DATASTORE_TYPE", value: "kubernetes", want: func(c *Config) { c.Datastore.Type = "kubernetes" }},
+		{env: "FLATNET_DATASTORE_KUBERNETES_KUBECONFIG", value: "/etc/k.conf", want: func(c *Config) { c.Datastore.Kubernetes.Kubeconfig = "/etc/k.conf" }},
+		{env: "FLATNET_DATASTORE_KUBERNETES_GCGRACE", value: "10m", want: func(c *Config) { c.Datastore.Kubernetes.GCGrace = 10 * time.Minute }},
+		{env: "FLATNET_DATASTORE_KUBERNETES_GCINTERVAL", value: "30s", want: func(c *Config) { c.Datastore.Kubernetes.GCInterval = 30 * time.Second }},
+		{env: "FLATNET_HEALTH_ADDRESS", value: "127.0.0.1:9898", want: func(c *Config) { c.Health.Address = "127.0.0.1:9898" }},
 		{env: "FLATNET_DATASTORE_FILE_DIR", value: "/tmp/ipam", want: func(c *Config) { c.Datastore.File.Dir = "/tmp/ipam" }},
 		{env: "FLATNET_DATASTORE_FILE_FSYNC", value: "false", want: func(c *Config) { c.Datastore.File.Fsync = false }},
 		{env: "FLATNET_IPAM_STRICTAFFINITY", value: "true", want: func(c *Config) { c.IPAM.StrictAffinity = true }},
@@ -514,9 +520,14 @@ func TestLoadErrors(t *testing.T) {
 			want: []string{`datastore.file.dir "var/lib/flatnet": must be an absolute path`},
 		},
 		{
-			name: "kubernetes datastore",
-			yaml: "datastore:\n  type: kubernetes\n",
-			want: []string{`datastore.type "kubernetes": not supported yet`},
+			name: "kubernetes datastore with a relative kubeconfig",
+			yaml: "datastore:\n  type: kubernetes\n  kubernetes: {kubeconfig: kube.conf}\n",
+			want: []string{`datastore.kubernetes.kubeconfig "kube.conf": must be an absolute path`},
+		},
+		{
+			name: "bad health address",
+			yaml: "health: {address: 9797}\n",
+			want: []string{`health.address "9797": want host:port`},
 		},
 		{
 			name: "unknown datastore",

@@ -33,6 +33,11 @@ func (c Config) Validate() error {
 	errs = append(errs, c.Log.validate()...)
 	errs = append(errs, c.API.validate()...)
 	errs = append(errs, c.Datastore.validate()...)
+	if a := c.Health.Address; a != "" {
+		if _, _, err := net.SplitHostPort(a); err != nil {
+			errs = append(errs, invalid("health.address", a, "want host:port, such as 127.0.0.1:9797, or empty for none"))
+		}
+	}
 	errs = append(errs, c.IPAM.validate()...)
 	errs = append(errs, c.BGP.validate()...)
 	return errors.Join(errs...)
@@ -85,13 +90,21 @@ func (d Datastore) validate() []error {
 	var errs []error
 	switch d.Type {
 	case "file":
+		if !filepath.IsAbs(d.File.Dir) {
+			errs = append(errs, invalid("datastore.file.dir", d.File.Dir, "must be an absolute path"))
+		}
 	case "kubernetes":
-		errs = append(errs, invalid("datastore.type", d.Type, "not supported yet; use \"file\""))
+		if k := d.Kubernetes.Kubeconfig; k != "" && !filepath.IsAbs(k) {
+			errs = append(errs, invalid("datastore.kubernetes.kubeconfig", k, "must be an absolute path, or empty for in-cluster"))
+		}
+		if d.Kubernetes.GCGrace < 0 {
+			errs = append(errs, invalid("datastore.kubernetes.gcGrace", d.Kubernetes.GCGrace, "must not be negative"))
+		}
+		if d.Kubernetes.GCInterval < 0 {
+			errs = append(errs, invalid("datastore.kubernetes.gcInterval", d.Kubernetes.GCInterval, "must not be negative"))
+		}
 	default:
-		errs = append(errs, invalid("datastore.type", d.Type, "unknown datastore type; use \"file\""))
-	}
-	if !filepath.IsAbs(d.File.Dir) {
-		errs = append(errs, invalid("datastore.file.dir", d.File.Dir, "must be an absolute path"))
+		errs = append(errs, invalid("datastore.type", d.Type, "unknown datastore type; use \"file\" or \"kubernetes\""))
 	}
 	return errs
 }

@@ -1,0 +1,94 @@
+package agent
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"path/filepath"
+
+	corev1client "k8s.io/client-go/kubernetes/typed/core/v1"
+	"k8s.io/client-go/tools/cache"
+	"k8s.io/klog/v2"
+
+	"github.com/flatnet-io/flatnet/bgp/mesh"
+	"github.com/flatnet-io/flatnet/bgp/mesh/kubemesh"
+	"github.com/flatnet-io/flatnet/config"
+	"github.com/flatnet-io/flatnet/ipam"
+	"github.com/flatnet-io/flatnet/ipam/filestore"
+	"github.com/flatnet-io/flatnet/ipam/kubegc"
+	"github.com/flatnet-io/flatnet/ipam/kubestore"
+	"github.com/flatnet-io/flatnet/kube"
+)
+
+// datastore is where the node's shared state lives: IPAM blocks and the
+// node registry of the BGP mesh.
+type datastore struct {
+	store    ipam.Store
+	registry mesh.Registry
+	// start runs what the datastore does in the background once the
+	// allocator exists (the Kubernetes GC); nil when nothing.
+	start func(ctx context.Context, alloc *ipam.Allocator)
+	close func()
+}
+
+// openDatastore opens the configured datastore. With Kubernetes it returns
+// once the blocks and Node objects have been listed.
+func openDatastore(ctx context.Context, cfg config.Config, log *slog.Logger) (*datastore, error) {
+	switch cfg.Datastore.Type {
+	case "file":
+		st, err := filestore.Open(cfg.Datastore.File.Dir, filestore.Options{SkipFsync: !cfg.Datastore.File.Fsync})
+		if err != nil {
+			return nil, err
+		}
+		reg, err := mesh.NewFileRegistry(filepath.Join(cfg.Datastore.File.Dir, "nodes"), 0, log.With("component", "registry"))
+		if err != nil {
+			st.Close()
+			return nil, err
+		}
+		return &datastore{store: st, registry: reg, close: func() { st.Close() }}, nil
+	case "kubernetes":
+		return openKube(ctx, cfg, log)
+	}
+	return nil, fmt.Errorf("datastore.type %q: unknown", cfg.Datastore.Type)
+}
+
+func openKube(ctx context.Context, cfg config.Config, log *slog.Logger) (*datastore, error) {
+	klog.SetSlogLogger(log.With("component", "client-go"))
+	rc, err := kube.RESTConfig(cfg.Datastore.Kubernetes.Kubeconfig)
+	if err != nil {
+		return nil, err
+	}
+	core, err := corev1client.NewForConfig(rc)
+	if err != nil {
+		return nil, fmt.Errorf("kubernetes client: %w", err)
+	}
+	st, err := kubestore.New(ctx, rc, kubestore.Options{Logger: log.With("component", "kubestore")})
+	if err != nil {
+		return nil, err
+	}
+	// The informers live as long as the agent: ctx is Run's.
+	nodes, pods := kube.NodeInformer(core), kube.PodInformer(core, cfg.NodeName)
+	go nodes.Run(ctx.Done())
+	go pods.Run(ctx.Done())
+	if !cache.WaitForCacheSync(ctx.Done(), nodes.HasSynced, pods.HasSynced) {
+		st.Close()
+		return nil, fmt.Errorf("kubernetes: nodes and pods did not sync: %w", context.Cause(ctx))
+	}
+	reg, err := kubemesh.New(nodes, core, kubemesh.Options{DefaultASN: cfg.BGP.ASN, Logger: log.With("component", "registry")})
+	if err != nil {
+		st.Close()
+		return nil, err
+	}
+	d := &datastore{store: st, registry: reg, close: st.Close}
+	d.start = func(ctx context.Context, alloc *ipam.Allocator) {
+		gc, err := kubegc.New(st, alloc, kubegc.FromInformers(pods, nodes, core), kubegc.Config{
+			Grace: cfg.Datastore.Kubernetes.GCGrace, Interval: cfg.Datastore.Kubernetes.GCInterval, Logger: log.With("component", "gc"),
+		})
+		if err != nil {
+			log.Error("garbage collector not started", "err", err)
+			return
+		}
+		go gc.Run(ctx)
+	}
+	return d, nil
+}

@@ -1,0 +1,70 @@
+package agent
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"slices"
+	"strings"
+	"sync"
+	"time"
+)
+
+// health serves /healthz (the agent process answers) and /readyz (every part
+// has started: datastore synced, BGP started, API serving) for the
+// DaemonSet's probes.
+type health struct {
+	mu    sync.Mutex
+	ready map[string]bool
+}
+
+// healthParts are what /readyz waits for.
+var healthParts = []string{"datastore", "bgp", "api"}
+
+func newHealth() *health { return &health{ready: map[string]bool{}} }
+
+func (h *health) set(part string, ok bool) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	h.ready[part] = ok
+}
+
+func (h *health) notReady() []string {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return slices.DeleteFunc(slices.Clone(healthParts), func(p string) bool { return h.ready[p] })
+}
+
+// serve listens on addr ("" serves nothing) until ctx is done.
+func (h *health) serve(ctx context.Context, addr string, log *slog.Logger) error {
+	if addr == "" {
+		return nil
+	}
+	lis, err := net.Listen("tcp", addr)
+	if err != nil {
+		return fmt.Errorf("health.address %s: %w", addr, err)
+	}
+	mux := http.NewServeMux()
+	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) { fmt.Fprintln(w, "ok") })
+	mux.HandleFunc("GET /readyz", func(w http.ResponseWriter, _ *http.Request) {
+		if missing := h.notReady(); len(missing) > 0 {
+			http.Error(w, "not ready: "+strings.Join(missing, ", "), http.StatusServiceUnavailable)
+			return
+		}
+		fmt.Fprintln(w, "ok")
+	})
+	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
+	go func() {
+		if err := srv.Serve(lis); err != nil && !errors.Is(err, http.ErrServerClosed) {
+			log.Error("health server", "err", err)
+		}
+	}()
+	go func() {
+		<-ctx.Done()
+		_ = srv.Close()
+	}()
+	return nil
+}
