@@ -167,7 +167,7 @@ func TestPrivilegedAddWiresPodIntoHostRouting(t *testing.T) {
 	lisLo := a.Listen(t, "127.0.0.1:0")
 	go func() {
 		if c, err := lisLo.Accept(); err == nil {
-			c.Write([]byte("hello\n"))
+			_, _ = c.Write([]byte("hello\n"))
 			c.Close()
 		}
 	}()

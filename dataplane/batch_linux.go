@@ -55,7 +55,7 @@ func openBatchSocket(batch int) (*batchSocket, error) {
 	nsa, ok := sa.(*unix.SockaddrNetlink)
 	if err != nil || !ok {
 		unix.Close(fd)
-		return nil, fmt.Errorf("netlink socket port: %v", err)
+		return nil, fmt.Errorf("netlink socket port: %w (sockaddr %T)", err, sa)
 	}
 	// Best effort: a larger buffer (it only fills when many routes fail),
 	// error strings in replies, and replies without the echoed request.

@@ -378,7 +378,10 @@ func (r *Reconciler) reconcile(ctx context.Context, all bool) error {
 	err := summarize(errs)
 	r.failed(err)
 	for _, e := range errs {
-		r.log.Debug("route not written", "prefix", e.(*opError).key.prefix, "err", e)
+		var oe *opError
+		if errors.As(e, &oe) {
+			r.log.Debug("route not written", "prefix", oe.key.prefix, "err", e)
+		}
 	}
 	return err
 }

@@ -47,7 +47,7 @@ func TestSchemasRejectMalformedObjects(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			_, err := k.Kubectl("apply", "-f", writeFile(t, "obj.yaml", tc.manifest))
 			if err == nil {
-				k.Kubectl("delete", "-f", writeFile(t, "obj.yaml", tc.manifest))
+				_, _ = k.Kubectl("delete", "-f", writeFile(t, "obj.yaml", tc.manifest))
 				t.Fatalf("accepted:\n%s", tc.manifest)
 			}
 			if !strings.Contains(err.Error(), tc.want) {

@@ -156,7 +156,9 @@ func TestPodBackOrUnsureIsKept(t *testing.T) {
 	allocate(t, a, "blink/eth0", "default", "blink")
 	allocate(t, a, "unsure/eth0", "default", "unsure")
 	c, _ := kubegc.New(s, a, w.lookups(), kubegc.Config{Grace: grace, Now: clk.Now})
-	c.Collect(ctx) // both seen missing
+	if _, err := c.Collect(ctx); err != nil { // both seen missing
+		t.Fatal(err)
+	}
 	w.addPod("default", "blink", "n1")
 	w.liveErr = errors.New("API server unreachable")
 	clk.advance(grace)
@@ -204,7 +206,9 @@ func TestDeadNodesBlocksAreReclaimed(t *testing.T) {
 	// dead is gone from the informer but not (yet) from the API server.
 
 	c, _ := kubegc.New(s, self, w.lookups(), kubegc.Config{Grace: grace, Now: clk.Now})
-	c.Collect(ctx)
+	if _, err := c.Collect(ctx); err != nil {
+		t.Fatal(err)
+	}
 	clk.advance(grace)
 	res, err := c.Collect(ctx)
 	if err != nil {
@@ -215,7 +219,9 @@ func TestDeadNodesBlocksAreReclaimed(t *testing.T) {
 	}
 	// The live check found dead: its grace starts again.
 	delete(w.liveNodes, "dead")
-	c.Collect(ctx)
+	if _, err := c.Collect(ctx); err != nil {
+		t.Fatal(err)
+	}
 	clk.advance(grace)
 	if res, err = c.Collect(ctx); err != nil || len(res.Orphaned) != 1 {
 		t.Fatalf("orphaned %v (%v), want dead's block", res.Orphaned, err)
@@ -227,9 +233,13 @@ func TestDeadNodesBlocksAreReclaimed(t *testing.T) {
 	if _, err := self.Release(ctx, "borrowed/eth0"); err != nil {
 		t.Fatal(err)
 	}
-	c.Collect(ctx)
+	if _, err := c.Collect(ctx); err != nil {
+		t.Fatal(err)
+	}
 	clk.advance(grace)
-	c.Collect(ctx)
+	if _, err := c.Collect(ctx); err != nil {
+		t.Fatal(err)
+	}
 	blocks, _ = s.ListBlocks(ctx)
 	if len(blocks) != 1 || blocks[0].Affinity != "n1" {
 		t.Errorf("blocks left: %+v, want n1's only", blocks)

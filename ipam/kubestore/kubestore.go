@@ -115,7 +115,7 @@ func listWatch(client rest.Interface) *cache.ListWatch {
 			w, err := client.Get().Resource(v1alpha1.IPAMBlocks).VersionedParams(&opts, metav1.ParameterCodec).Watch(ctx)
 			if err != nil && ctx.Err() != nil {
 				// Stopping, not failing: the reflector would log it as an error.
-				return watch.NewEmptyWatch(), nil
+				return watch.NewEmptyWatch(), nil //nolint:nilerr // deliberate, see above
 			}
 			return w, err
 		},

@@ -51,10 +51,14 @@ func expect(t *testing.T, v *view, want map[string]string) {
 // newer one: the view keeps the newer.
 func TestViewKeepsTheNewestVersion(t *testing.T) {
 	v := newView()
-	v.observe(object("10.0.0.0/26", "a", "10")) // our write
-	v.Add(object("10.0.0.0/26", "old", "9"))    // the watch, late
+	v.observe(object("10.0.0.0/26", "a", "10"))                      // our write
+	if err := v.Add(object("10.0.0.0/26", "old", "9")); err != nil { // the watch, late
+		t.Fatal(err)
+	}
 	expect(t, v, map[string]string{"10.0.0.0/26": "a@10"})
-	v.Update(object("10.0.0.0/26", "b", "12")) // another writer, later
+	if err := v.Update(object("10.0.0.0/26", "b", "12")); err != nil { // another writer, later
+		t.Fatal(err)
+	}
 	expect(t, v, map[string]string{"10.0.0.0/26": "b@12"})
 }
 
@@ -65,11 +69,17 @@ func TestViewDeleteTombstone(t *testing.T) {
 	v := newView()
 	v.observe(object("10.0.0.0/26", "a", "10"))
 	v.forget(cidr, 10, true)
-	v.Add(object("10.0.0.0/26", "a", "10")) // late watch event of the version we deleted
+	if err := v.Add(object("10.0.0.0/26", "a", "10")); err != nil { // late watch event of the version we deleted
+		t.Fatal(err)
+	}
 	expect(t, v, map[string]string{})
-	v.Add(object("10.0.0.0/26", "b", "15")) // claimed again
+	if err := v.Add(object("10.0.0.0/26", "b", "15")); err != nil { // claimed again
+		t.Fatal(err)
+	}
 	expect(t, v, map[string]string{"10.0.0.0/26": "b@15"})
-	v.Delete(object("10.0.0.0/26", "b", "16"))
+	if err := v.Delete(object("10.0.0.0/26", "b", "16")); err != nil {
+		t.Fatal(err)
+	}
 	expect(t, v, map[string]string{})
 }
 
@@ -77,7 +87,9 @@ func TestViewDeleteTombstone(t *testing.T) {
 func TestViewDeleteOlderThanOurs(t *testing.T) {
 	v := newView()
 	v.observe(object("10.0.0.0/26", "a", "20"))
-	v.Delete(cache.DeletedFinalStateUnknown{Key: "x", Obj: object("10.0.0.0/26", "a", "12")})
+	if err := v.Delete(cache.DeletedFinalStateUnknown{Key: "x", Obj: object("10.0.0.0/26", "a", "12")}); err != nil {
+		t.Fatal(err)
+	}
 	expect(t, v, map[string]string{"10.0.0.0/26": "a@20"})
 }
 
@@ -85,8 +97,12 @@ func TestViewDeleteOlderThanOurs(t *testing.T) {
 // the list's version, and drops blocks the list lacks.
 func TestViewReplace(t *testing.T) {
 	v := newView()
-	v.Add(object("10.0.0.0/26", "a", "5"))
-	v.Add(object("10.0.0.64/26", "gone", "6"))
+	if err := v.Add(object("10.0.0.0/26", "a", "5")); err != nil {
+		t.Fatal(err)
+	}
+	if err := v.Add(object("10.0.0.64/26", "gone", "6")); err != nil {
+		t.Fatal(err)
+	}
 	v.observe(object("10.0.0.128/26", "ours", "31")) // written after the list below
 	if err := v.Replace([]any{object("10.0.0.0/26", "a2", "7")}, "30"); err != nil {
 		t.Fatal(err)
@@ -104,11 +120,15 @@ func TestViewReplace(t *testing.T) {
 func TestViewBrokenObject(t *testing.T) {
 	v := newView()
 	bad := &v1alpha1.IPAMBlock{ObjectMeta: metav1.ObjectMeta{Name: "junk", ResourceVersion: "3"}, Spec: v1alpha1.IPAMBlockSpec{CIDR: "nope"}}
-	v.Add(bad)
+	if err := v.Add(bad); err != nil {
+		t.Fatal(err)
+	}
 	if _, err := v.list(); err == nil {
 		t.Fatal("list with a broken object: no error")
 	}
-	v.Delete(bad)
+	if err := v.Delete(bad); err != nil {
+		t.Fatal(err)
+	}
 	expect(t, v, map[string]string{})
 }
 

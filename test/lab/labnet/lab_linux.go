@@ -11,6 +11,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"syscall"
@@ -26,13 +27,26 @@ type Lab struct {
 	// daemon configs, the CNI cache. Default /run/flatnet-lab/<name>.
 	StateDir string
 	Log      io.Writer
+	// Prefix, when set, starts the name of every namespace of the lab
+	// instead of NSPrefix(T.Name): tests give each run its own, so that they
+	// never touch a lab of the same topology that `make lab` brought up.
+	// Up and Down remove every namespace whose name starts with it.
+	Prefix string
 }
 
 // NSPrefix starts the name of every namespace of lab name.
 func NSPrefix(name string) string { return "flab-" + name + "-" }
 
+// NSPrefix is what starts the name of every namespace of this lab.
+func (l *Lab) NSPrefix() string {
+	if l.Prefix != "" {
+		return l.Prefix
+	}
+	return NSPrefix(l.T.Name)
+}
+
 // NS is the namespace of a node.
-func (l *Lab) NS(node string) string { return NSPrefix(l.T.Name) + node }
+func (l *Lab) NS(node string) string { return l.NSPrefix() + node }
 
 func (l *Lab) state(parts ...string) string {
 	dir := l.StateDir
@@ -135,17 +149,39 @@ func (l *Lab) Up(ctx context.Context) (err error) {
 // kernel's and the file system's state alone, so it cleans up after a crashed
 // Up too, and it is not an error when there is nothing to remove.
 func (l *Lab) Down() error {
-	var errs []error
-	for _, ns := range l.namespaces() {
-		if out, err := run("ip", "netns", "pids", ns); err == nil {
-			for _, f := range strings.Fields(out) {
-				if pid, err := strconv.Atoi(f); err == nil {
-					_ = syscall.Kill(pid, syscall.SIGKILL)
-				}
-			}
-		}
+	err := remove(l.Namespaces())
+	if rerr := os.RemoveAll(l.state()); rerr != nil {
+		err = errors.Join(err, rerr)
 	}
-	for _, ns := range l.namespaces() {
+	return err
+}
+
+// Namespaces lists the lab's namespaces: its prefix followed by one of its
+// node names, alone (a node's) or followed by "-" (a pod's). Another lab
+// whose name merely starts with this one's ("two-node-tor-bird" and
+// "two-node-tor") is not matched.
+func (l *Lab) Namespaces() []string {
+	return slices.DeleteFunc(namespaces(l.NSPrefix()), func(ns string) bool { return !l.T.owns(l.NSPrefix(), ns) })
+}
+
+// Sweep kills every process in the namespaces whose names start with prefix
+// and deletes those namespaces, with their links, and FRR's run directories
+// for them: what a test uses to remove the leftovers of an earlier run that
+// died, when it gave that run a prefix of its own (Lab.Prefix).
+func Sweep(prefix string) error {
+	if prefix == "" {
+		return errors.New("sweep: empty namespace prefix")
+	}
+	return remove(namespaces(prefix))
+}
+
+// remove kills every process in the namespaces, then deletes them.
+func remove(nss []string) error {
+	for _, ns := range nss {
+		killAll(ns)
+	}
+	var errs []error
+	for _, ns := range nss {
 		// Killed processes may take a moment to let go of the namespace.
 		for attempt := 0; ; attempt++ {
 			_, err := run("ip", "netns", "del", ns)
@@ -159,22 +195,40 @@ func (l *Lab) Down() error {
 		}
 		_ = os.RemoveAll(filepath.Join("/var/run/frr", ns))
 	}
-	if err := os.RemoveAll(l.state()); err != nil {
-		errs = append(errs, err)
-	}
 	return errors.Join(errs...)
 }
 
-// namespaces lists the lab's namespaces: nodes and pods.
-func (l *Lab) namespaces() []string {
+func namespaces(prefix string) []string {
 	entries, _ := os.ReadDir("/run/netns")
 	var out []string
 	for _, e := range entries {
-		if strings.HasPrefix(e.Name(), NSPrefix(l.T.Name)) {
+		if strings.HasPrefix(e.Name(), prefix) {
 			out = append(out, e.Name())
 		}
 	}
 	return out
+}
+
+// Pids lists the processes running in a namespace.
+func Pids(ns string) []int {
+	out, err := run("ip", "netns", "pids", ns)
+	if err != nil {
+		return nil
+	}
+	var pids []int
+	for _, f := range strings.Fields(out) {
+		if pid, err := strconv.Atoi(f); err == nil {
+			pids = append(pids, pid)
+		}
+	}
+	return pids
+}
+
+// killAll kills every process in a namespace.
+func killAll(ns string) {
+	for _, pid := range Pids(ns) {
+		_ = syscall.Kill(pid, syscall.SIGKILL)
+	}
 }
 
 // daemon starts a long-running process in a node's namespace, detached from
@@ -258,21 +312,26 @@ func (l *Lab) RestartAgent(ctx context.Context, node string, kill bool) error {
 	return l.startAgent(ctx, l.T.Topology.Nodes[node])
 }
 
-// StopNode kills every process of a node and takes its links down: the node
-// is gone as far as its peers can tell.
+// StopNode makes a node vanish the way a machine that loses power behind a
+// switch does: first every packet into, out of and through its namespace is
+// dropped (iptables and ip6tables policies), so its peers get no FIN, RST or
+// NOTIFICATION and must notice through their hold timers (or BFD); then every
+// process in it is killed. Its links stay up and its pods' namespaces stay,
+// cut off with it.
 func (l *Lab) StopNode(node string) error {
 	ns := l.NS(node)
-	if out, err := run("ip", "netns", "pids", ns); err == nil {
-		for _, f := range strings.Fields(out) {
-			if pid, err := strconv.Atoi(f); err == nil {
-				_ = syscall.Kill(pid, syscall.SIGKILL)
+	for _, tool := range []string{"iptables", "ip6tables"} {
+		for _, chain := range []string{"INPUT", "OUTPUT", "FORWARD"} {
+			if _, err := l.Exec(ns, tool, "-w", "-P", chain, "DROP"); err != nil {
+				return fmt.Errorf("node %s: isolate: %w", node, err)
 			}
 		}
 	}
+	killAll(ns)
 	return nil
 }
 
-// frrPaths are an FRR router's per-node files.
+// frrDir holds an FRR router's per-node files.
 func (l *Lab) frrDir(n *Node) string { return l.state(n.Name, "frr") }
 
 // startFRR runs zebra and bgpd in a router's namespace as the frr user, with

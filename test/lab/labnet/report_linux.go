@@ -70,20 +70,35 @@ func (l *Lab) Report(ctx context.Context, wait time.Duration) (*Report, error) {
 	}
 	r.Sessions = l.Sessions(ctx)
 	for _, n := range l.T.Nodes() {
-		proto := map[Role]string{RoleFlatnet: "75", RoleFRR: "bgp", RoleBIRD: "bird"}[n.Role]
-		if proto == "" {
-			continue
-		}
-		for _, fam := range []string{"-4", "-6"} {
-			out, _ := l.Exec(l.NS(n.Name), "ip", fam, "route", "show", "proto", proto)
-			for _, line := range strings.Split(strings.TrimSpace(out), "\n") {
-				if line != "" && !strings.Contains(line, " dev fln") { // pod routes are the CNI plugin's
-					r.Routes[n.Name] = append(r.Routes[n.Name], line)
-				}
-			}
+		if routes := l.LearnedRoutes(n.Name); len(routes) > 0 {
+			r.Routes[n.Name] = routes
 		}
 	}
 	return r, nil
+}
+
+// routeProto is the kernel route protocol of the routes each role installs
+// from BGP: flatnet's 75, FRR's zebra "bgp", BIRD's "bird".
+var routeProto = map[Role]string{RoleFlatnet: "75", RoleFRR: "bgp", RoleBIRD: "bird"}
+
+// LearnedRoutes lists the routes a node installed in its kernel from BGP, as
+// `ip route` prints them, IPv4 then IPv6; for a flatnet node its blackholes
+// over its own blocks too, but not the CNI plugin's pod routes.
+func (l *Lab) LearnedRoutes(node string) []string {
+	n := l.T.Topology.Nodes[node]
+	if n == nil || routeProto[n.Role] == "" {
+		return nil
+	}
+	var routes []string
+	for _, fam := range []string{"-4", "-6"} {
+		out, _ := l.Exec(l.NS(n.Name), "ip", fam, "route", "show", "proto", routeProto[n.Role])
+		for _, line := range strings.Split(strings.TrimSpace(out), "\n") {
+			if line != "" && !strings.Contains(line, " dev fln") { // pod routes are the CNI plugin's
+				routes = append(routes, line)
+			}
+		}
+	}
+	return routes
 }
 
 // Sessions asks every router and agent for its BGP sessions.
@@ -119,20 +134,63 @@ func (l *Lab) Sessions(ctx context.Context) []Session {
 				}
 			}
 		case RoleBIRD:
-			o, err := l.Birdc(n.Name, "show protocols")
+			o, err := l.Birdc(n.Name, "show protocols all")
 			if err != nil {
 				out = append(out, Session{Node: n.Name, Peer: "-", State: "birdc: " + err.Error()})
 				continue
 			}
-			for _, line := range strings.Split(o, "\n") {
-				f := strings.Fields(line)
-				if len(f) >= 6 && f[1] == "BGP" {
-					out = append(out, Session{Node: n.Name, Peer: f[0], State: strings.ToLower(f[5])})
-				}
-			}
+			out = append(out, birdSessions(n.Name, o)...)
 		}
 	}
 	return out
+}
+
+// birdSessions reads the BGP protocols out of `birdc show protocols all`: a
+// header line per protocol ("node1 BGP --- up 12:00:00 Established"), then
+// indented details, among them the neighbour, its AS and, per channel,
+// "Routes: 1 imported, 2 exported, 1 preferred".
+func birdSessions(node, out string) []Session {
+	var sessions []Session
+	var cur *Session
+	var addr, asn string
+	flush := func() {
+		if cur != nil {
+			if addr != "" {
+				cur.Peer = fmt.Sprintf("%s (%s AS%s)", cur.Peer, addr, asn)
+			}
+			sessions = append(sessions, *cur)
+		}
+		cur, addr, asn = nil, "", ""
+	}
+	for _, line := range strings.Split(out, "\n") {
+		f := strings.Fields(line)
+		if len(f) == 0 {
+			continue
+		}
+		if line[0] != ' ' && line[0] != '\t' {
+			flush()
+			if len(f) >= 6 && f[1] == "BGP" {
+				cur = &Session{Node: node, Peer: f[0], State: strings.ToLower(f[5])}
+			}
+			continue
+		}
+		if cur == nil {
+			continue
+		}
+		switch {
+		case len(f) == 3 && f[0] == "Neighbor" && f[1] == "address:":
+			addr = f[2]
+		case len(f) == 3 && f[0] == "Neighbor" && f[1] == "AS:":
+			asn = f[2]
+		case len(f) >= 3 && f[0] == "Routes:" && f[2] == "imported,":
+			var n int64
+			if _, err := fmt.Sscan(f[1], &n); err == nil {
+				cur.Received += n
+			}
+		}
+	}
+	flush()
+	return sessions
 }
 
 // AgentStatus asks a flatnet node's agent for its status.

@@ -77,7 +77,12 @@ const (
 	IPAMPath          = "/var/lib/flatnet" // the shared file datastore
 )
 
-var nameRE = regexp.MustCompile(`^[a-z0-9]([a-z0-9-]{0,13}[a-z0-9])?$`)
+// Names of nodes are short DNS labels (at most 15 characters, an interface
+// name's limit); the lab's name is any DNS label.
+var (
+	nameRE    = regexp.MustCompile(`^[a-z0-9]([a-z0-9-]{0,13}[a-z0-9])?$`)
+	labNameRE = regexp.MustCompile(`^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$`)
+)
 
 // Load reads and checks a topology file.
 func Load(path string) (*Topology, error) {
@@ -99,8 +104,8 @@ func Load(path string) (*Topology, error) {
 }
 
 func (t *Topology) check() error {
-	if !nameRE.MatchString(t.Name) {
-		return fmt.Errorf("name %q: want a short DNS label (at most 15 characters)", t.Name)
+	if !labNameRE.MatchString(t.Name) {
+		return fmt.Errorf("name %q: want a DNS label (a-z, 0-9, -; at most 63 characters)", t.Name)
 	}
 	if len(t.Topology.Nodes) == 0 {
 		return fmt.Errorf("topology.nodes: none")
@@ -181,6 +186,22 @@ func (t *Topology) Bind(n *Node, containerPath string) (string, bool) {
 		}
 	}
 	return "", false
+}
+
+// owns says whether namespace ns, of a lab whose namespaces start with
+// prefix, is one of this topology's: prefix and a node name (a node), or
+// prefix, a node name, "-" and more (a pod of that node).
+func (t *Topology) owns(prefix, ns string) bool {
+	rest, ok := strings.CutPrefix(ns, prefix)
+	if !ok {
+		return false
+	}
+	for name := range t.Topology.Nodes {
+		if rest == name || strings.HasPrefix(rest, name+"-") {
+			return true
+		}
+	}
+	return false
 }
 
 // Nodes returns the nodes sorted by name.
