@@ -56,14 +56,22 @@ lint: ## gofmt, go vet and golangci-lint (installed from the Go module proxy if 
 	$(BIN)/tools/golangci-lint run ./...
 
 .PHONY: bench
-bench: build ## run the benchmarks side by side with their references; medians via benchstat
+bench: build kube-bins ## run the benchmarks side by side with their references; medians via benchstat (bin/bench/*.txt)
 	@mkdir -p $(BIN)/bench
-	$(GO) test -run '^$$' -bench . -benchtime 1000x -count $(BENCH_COUNT) ./ipam/... ./agent/ | tee $(BIN)/bench/ipam.txt
 	@test -x $(BIN)/tools/benchstat || GOBIN=$(BIN)/tools $(GO) install golang.org/x/perf/cmd/benchstat@latest
+	@echo "== IPAM: file store vs host-local's store; the agent's socket round trip"
+	$(GO) test -run '^$$' -bench . -benchtime 1000x -count $(BENCH_COUNT) ./ipam/filestore ./agent/ | tee $(BIN)/bench/ipam.txt
 	$(BIN)/tools/benchstat $(BIN)/bench/ipam.txt
+	@echo "== IPAM on the Kubernetes store vs the file store (a real kube-apiserver + etcd)"
+	$(GO) test -run '^$$' -bench . -benchtime 1000x -count 3 ./ipam/kubestore | grep -v '^ *time=' | tee $(BIN)/bench/kubestore.txt
+	$(BIN)/tools/benchstat $(BIN)/bench/kubestore.txt
+	@echo "== CNI: flatnet vs ptp+host-local through libcni"
 	$(GO) test -run '^$$' -bench 'CNI/.*/op=sequential' -benchtime 100x -count 3 ./cni/ | grep -v '^ *time=' | tee $(BIN)/bench/cni.txt
 	$(GO) test -run '^$$' -bench 'CNI/.*/op=20-concurrent' -benchtime 10x -count 3 ./cni/ | grep -v '^ *time=' | tee -a $(BIN)/bench/cni.txt
 	$(BIN)/tools/benchstat -col /impl $(BIN)/bench/cni.txt
+	@echo "== Route install: the dataplane reconciler vs ip -batch (10k routes)"
+	$(GO) test -run '^$$' -bench RouteInstall -benchtime 5x -count 5 ./dataplane/ | tee $(BIN)/bench/dataplane.txt
+	$(BIN)/tools/benchstat $(BIN)/bench/dataplane.txt
 
 .PHONY: fuzz
 fuzz: ## fuzz the allocator for FUZZTIME (default 60s); the seed corpus runs in `make test`
