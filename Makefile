@@ -56,7 +56,7 @@ lint: ## gofmt, go vet and golangci-lint (installed from the Go module proxy if 
 	$(BIN)/tools/golangci-lint run ./...
 
 .PHONY: bench
-bench: build kube-bins ## run the benchmarks side by side with their references; medians via benchstat (bin/bench/*.txt)
+bench: deps build kube-bins ## run the benchmarks side by side with their references; medians via benchstat (bin/bench/*.txt)
 	@mkdir -p $(BIN)/bench
 	@test -x $(BIN)/tools/benchstat || GOBIN=$(BIN)/tools $(GO) install golang.org/x/perf/cmd/benchstat@latest
 	@echo "== IPAM: file store vs host-local's store; the agent's socket round trip"
@@ -72,6 +72,9 @@ bench: build kube-bins ## run the benchmarks side by side with their references;
 	@echo "== Route install: the dataplane reconciler vs ip -batch (10k routes)"
 	$(GO) test -run '^$$' -bench RouteInstall -benchtime 5x -count 5 ./dataplane/ | tee $(BIN)/bench/dataplane.txt
 	$(BIN)/tools/benchstat $(BIN)/bench/dataplane.txt
+	@echo "== BGP: routes from a peer into the kernel, flatnet vs FRR (bgpd+zebra) vs ip -batch; block convergence; RSS"
+	$(GO) test -run '^$$' -bench . -benchtime 1x -count 3 -timeout 15m ./test/e2e/bgpbench/ | grep -v '^ *time=' | tee $(BIN)/bench/bgp.txt
+	$(BIN)/tools/benchstat $(BIN)/bench/bgp.txt
 
 .PHONY: fuzz
 fuzz: ## fuzz the allocator for FUZZTIME (default 60s); the seed corpus runs in `make test`
