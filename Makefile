@@ -8,7 +8,7 @@ GO       ?= go
 BIN      := $(CURDIR)/bin
 BINARIES := flatnet-agent flatnet flatnetctl
 # Debian packages the tests and the lab need; `make deps` installs the missing ones.
-DEB_PKGS := iproute2 iputils-ping protobuf-compiler libprotobuf-dev containernetworking-plugins iptables frr bird2 etcd-server
+DEB_PKGS := iproute2 iputils-ping protobuf-compiler libprotobuf-dev containernetworking-plugins iptables frr bird2 etcd-server iperf3
 GOLANGCI_LINT_VERSION := v2.15.0
 BENCH_COUNT ?= 6
 
@@ -75,6 +75,9 @@ bench: deps build kube-bins ## run the benchmarks side by side with their refere
 	@echo "== BGP: routes from a peer into the kernel, flatnet vs FRR (bgpd+zebra) vs ip -batch; block convergence; RSS"
 	$(GO) test -run '^$$' -bench . -benchtime 1x -count 3 -timeout 15m ./test/e2e/bgpbench/ | grep -v '^ *time=' | tee $(BIN)/bench/bgp.txt
 	$(BIN)/tools/benchstat $(BIN)/bench/bgp.txt
+	@echo "== Lab: pod->pod vs node->node over the same underlay (iperf3, TCP request/response); time to reachable"
+	$(GO) test -run '^$$' -bench . -benchtime 1x -count 5 ./test/e2e/lab/ | grep -v '^ *time=' | tee $(BIN)/bench/lab.txt
+	$(BIN)/tools/benchstat $(BIN)/bench/lab.txt
 
 .PHONY: fuzz
 fuzz: ## fuzz the allocator for FUZZTIME (default 60s); the seed corpus runs in `make test`

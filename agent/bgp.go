@@ -78,7 +78,7 @@ func startRouting(ctx context.Context, cfg config.Config, blocks blockLister, re
 	}()
 	r := &routing{
 		self: self, speaker: st.speaker, table: st.table, blocks: blocks, registry: st.registry,
-		template: bgp.Peer{Password: cfg.BGP.MeshPassword}, explicit: peers, changed: changed,
+		template: bgp.Peer{Password: cfg.BGP.MeshPassword, HoldTime: cfg.BGP.MeshHoldTime, KeepaliveInterval: cfg.BGP.MeshKeepaliveInterval}, explicit: peers, changed: changed,
 		resync: 30 * time.Second, settle: settleTime, log: log.With("component", "routing"), adverts: adverts,
 	}
 	go r.run(ctx)

@@ -116,6 +116,10 @@ type BGP struct {
 	// MeshPassword is the TCP MD5 password of the mesh sessions; "" means
 	// none. Every node must have the same.
 	MeshPassword string `mapstructure:"meshPassword"`
+	// MeshHoldTime and MeshKeepaliveInterval are the mesh sessions' timers;
+	// 0 means 90s and a third of the hold time.
+	MeshHoldTime          time.Duration `mapstructure:"meshHoldTime"`
+	MeshKeepaliveInterval time.Duration `mapstructure:"meshKeepaliveInterval"`
 	// Multipath installs every equally good path (ECMP).
 	Multipath bool `mapstructure:"multipath"`
 	// ConvergeTimeout bounds how long after start the agent waits for its

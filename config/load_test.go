@@ -262,6 +262,8 @@ func TestEnvOverridesEveryScalarKey(t *testing.T) {
 		{env: "FLATNET_BGP_NODEIPV4", value: "192.0.2.10", want: func(c *Config) { c.BGP.NodeIPv4 = netip.MustParseAddr("192.0.2.10") }},
 		{env: "FLATNET_BGP_NODEIPV6", value: "2001:db8::10", want: func(c *Config) { c.BGP.NodeIPv6 = netip.MustParseAddr("2001:db8::10") }},
 		{env: "FLATNET_BGP_MESHPASSWORD", value: "s3cret", want: func(c *Config) { c.BGP.MeshPassword = "s3cret" }},
+		{env: "FLATNET_BGP_MESHHOLDTIME", value: "9s", want: func(c *Config) { c.BGP.MeshHoldTime = 9 * time.Second }},
+		{env: "FLATNET_BGP_MESHKEEPALIVEINTERVAL", value: "3s", want: func(c *Config) { c.BGP.MeshKeepaliveInterval = 3 * time.Second }},
 		{env: "FLATNET_BGP_ROUTERID", value: "192.0.2.10", want: func(c *Config) { c.BGP.RouterID = netip.MustParseAddr("192.0.2.10") }},
 		{env: "FLATNET_BGP_LISTENPORT", value: "-1", want: func(c *Config) { c.BGP.ListenPort = -1 }},
 		{env: "FLATNET_BGP_MESH", value: "false", want: func(c *Config) { c.BGP.Mesh = false }},

@@ -218,6 +218,7 @@ func (b BGP) validate() []error {
 	if len(b.MeshPassword) > maxPasswordLen {
 		errs = append(errs, fmt.Errorf("bgp.meshPassword: is %d bytes long, at most %d allowed", len(b.MeshPassword), maxPasswordLen))
 	}
+	errs = append(errs, validateTimers("bgp.meshHoldTime", "bgp.meshKeepaliveInterval", b.MeshHoldTime, b.MeshKeepaliveInterval)...)
 	seen := map[netip.Addr]int{}
 	for i, a := range b.ListenAddresses {
 		key := fmt.Sprintf("bgp.listenAddresses[%d]", i)
@@ -317,15 +318,7 @@ func (p Peer) validate(key string, b BGP) []error {
 	case p.Multihop > 0 && p.ASN == b.ASN:
 		errs = append(errs, invalid(key+".multihop", p.Multihop, "applies to eBGP peers only; this peer's asn is bgp.asn"))
 	}
-	hold := p.HoldTime
-	if hold == 0 {
-		hold = defaultHoldTime
-	} else if hold < 3*time.Second || hold > 65535*time.Second || hold%time.Second != 0 {
-		errs = append(errs, invalid(key+".holdTime", p.HoldTime, "want whole seconds in 3s..65535s, or 0 for 90s"))
-	}
-	if k := p.KeepaliveInterval; k < 0 || k%time.Second != 0 || k >= hold {
-		errs = append(errs, invalid(key+".keepaliveInterval", k, "want whole seconds below the hold time (%v), or 0 for a third of it", hold))
-	}
+	errs = append(errs, validateTimers(key+".holdTime", key+".keepaliveInterval", p.HoldTime, p.KeepaliveInterval)...)
 	if p.RRClient && !b.RouteReflector.Enabled {
 		errs = append(errs, invalid(key+".rrClient", p.RRClient, "needs bgp.routeReflector.enabled"))
 	}
@@ -348,6 +341,20 @@ func (p Peer) validate(key string, b BGP) []error {
 		if m := p.BFD.Multiplier; m < 0 || m > 255 {
 			errs = append(errs, invalid(key+".bfd.multiplier", m, "want 1..255, or 0 for 3"))
 		}
+	}
+	return errs
+}
+
+// validateTimers checks a session's hold time and keepalive interval.
+func validateTimers(holdKey, keepaliveKey string, hold, keepalive time.Duration) []error {
+	var errs []error
+	if hold == 0 {
+		hold = defaultHoldTime
+	} else if hold < 3*time.Second || hold > 65535*time.Second || hold%time.Second != 0 {
+		errs = append(errs, invalid(holdKey, hold, "want whole seconds in 3s..65535s, or 0 for 90s"))
+	}
+	if keepalive < 0 || keepalive%time.Second != 0 || keepalive >= hold {
+		errs = append(errs, invalid(keepaliveKey, keepalive, "want whole seconds below the hold time (%v), or 0 for a third of it", hold))
 	}
 	return errs
 }

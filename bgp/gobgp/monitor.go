@@ -24,10 +24,16 @@ import (
 // GoBGP's events are hints only: with multipath, a best-path event carries
 // the paths that joined or left a prefix's multipath set, not the set. So
 // the event callbacks (on GoBGP's watch goroutine, in GoBGP's order) only
-// note which prefixes changed, which peer's announcements to re-check and
+// note which prefixes changed, which peers' rejections to recount and
 // whether convergence may have changed, and wake run. run, the one writer of
 // what it derives, asks GoBGP for the current state of what was noted and
 // publishes that: correct whatever the events said, and batched under churn.
+//
+// Rejections are not followed per path: GoBGP's post-policy events cost it a
+// peer configuration rebuild and a path clone for every path received. run
+// recounts them instead, from the peer's Adj-RIB-In and the Loc-RIB, at
+// most every recountEvery (longer if recounts are slow), for the peers whose
+// received count changed or that events noted.
 type monitor struct {
 	server    *server.BgpServer
 	log       *slog.Logger
@@ -37,19 +43,24 @@ type monitor struct {
 	converged chan struct{}
 	exited    chan struct{} // closed when run returns
 	busy      atomic.Bool   // run is working
+	// settled: the last recount found no peer to recount, so run reads no
+	// paths until something changes.
+	settled atomic.Bool
 
 	// pathsMu is held around every ListPath and every soft reset in: GoBGP's
 	// ListPath converts the paths it found after releasing its own lock, and
 	// a soft reset in re-imports the very same Path objects, writing to them.
 	pathsMu sync.Mutex
 
-	mu       sync.Mutex
-	dirty    map[netip.Prefix]struct{}                // best paths changed
-	check    map[netip.Addr]map[netip.Prefix]struct{} // peer's announcement passed import policy again
-	evaluate bool                                     // convergence may have changed
-	expect   map[netip.Addr]bool                      // peers Converged waits for; nil before the first SetPeers
+	mu         sync.Mutex
+	dirty      map[netip.Prefix]struct{} // best paths changed
+	recount    map[netip.Addr]struct{}   // peers whose rejections to recount
+	recountAll bool                      // every peer's rejections to recount
+	evaluate   bool                      // convergence may have changed
+	expect     map[netip.Addr]bool       // peers Converged waits for; nil before the first SetPeers
 
-	done bool // converged; run's own
+	done     bool                  // converged; run's own
+	received map[netip.Addr]uint64 // each peer's received count at its last recount; run's own
 
 	// onPrefixLimit is called, on its own goroutine, with a peer GoBGP
 	// shut down for exceeding its prefix limit.
@@ -66,7 +77,8 @@ func newMonitor(s *server.BgpServer, log *slog.Logger, routes *feed.Feed) *monit
 		converged: make(chan struct{}),
 		exited:    make(chan struct{}),
 		dirty:     map[netip.Prefix]struct{}{},
-		check:     map[netip.Addr]map[netip.Prefix]struct{}{},
+		recount:   map[netip.Addr]struct{}{},
+		received:  map[netip.Addr]uint64{},
 	}
 }
 
@@ -75,16 +87,17 @@ func newMonitor(s *server.BgpServer, log *slog.Logger, routes *feed.Feed) *monit
 // timeout, converges then at the latest.
 func (m *monitor) watch(ctx context.Context, timeout time.Duration) error {
 	err := m.server.WatchEvent(ctx, server.WatchEventMessageCallbacks{
-		OnBestPath:   m.onBestPath,
-		OnPathUpdate: m.onPostPolicy,
-		OnPathEor:    func(*apiutil.Path, time.Time) { m.note(func() { m.evaluate = true }) },
+		OnBestPath: m.onBestPath,
+		OnPathEor: func(*apiutil.Path, time.Time) {
+			m.note(func() { m.evaluate, m.recountAll = true, true })
+		},
 		OnPeerUpdate: func(ev *apiutil.WatchEventMessage_PeerEvent, _ time.Time) {
 			if ev.Peer.State.AdminState == api.PeerState_ADMIN_STATE_PFX_CT && m.onPrefixLimit != nil {
 				go m.onPrefixLimit(ev.Peer.State.NeighborAddress)
 			}
-			m.note(func() { m.evaluate = true })
+			m.note(func() { m.evaluate, m.recountAll = true, true })
 		},
-	}, server.WatchBestPath(false), server.WatchPostUpdate(false, "", ""), server.WatchEor(false), server.WatchPeer())
+	}, server.WatchBestPath(false), server.WatchEor(false), server.WatchPeer())
 	if err != nil {
 		return err
 	}
@@ -103,32 +116,25 @@ func (m *monitor) note(f func()) {
 	}
 }
 
+// onBestPath notes the prefixes whose best paths changed, and the peers
+// whose paths did: their announcements may have been accepted or dropped.
 func (m *monitor) onBestPath(paths []*apiutil.Path, _ time.Time) {
 	m.note(func() {
 		for _, p := range paths {
 			if prefix, ok := prefixOf(p); ok {
 				m.dirty[prefix] = struct{}{}
 			}
+			if p != nil && p.PeerAddress.IsValid() {
+				m.recount[p.PeerAddress] = struct{}{}
+			}
 		}
 	})
 }
 
-// onPostPolicy gets every path a peer sent, after import policy: a rejected
-// announcement comes as a withdrawal. Which it was is read from GoBGP's
-// tables in run, not guessed from the event.
-func (m *monitor) onPostPolicy(paths []*apiutil.Path, _ time.Time) {
-	m.note(func() {
-		for _, p := range paths {
-			prefix, ok := prefixOf(p)
-			if !ok || !p.PeerAddress.IsValid() {
-				continue
-			}
-			if m.check[p.PeerAddress] == nil {
-				m.check[p.PeerAddress] = map[netip.Prefix]struct{}{}
-			}
-			m.check[p.PeerAddress][prefix] = struct{}{}
-		}
-	})
+// recountAllPeers has run recount every peer's rejections: import policy
+// may have changed.
+func (m *monitor) recountAllPeers() {
+	m.note(func() { m.recountAll = true })
 }
 
 // setPeers records the configured peers: their names for logs, and, the
@@ -148,7 +154,7 @@ func (m *monitor) setPeers(names map[netip.Addr]string) {
 				delete(m.expect, a)
 			}
 		}
-		m.evaluate = true
+		m.evaluate, m.recountAll = true, true
 	})
 }
 
@@ -157,22 +163,33 @@ func (m *monitor) run(ctx context.Context, timeout time.Duration) {
 	defer close(m.exited)
 	timer := time.NewTimer(timeout)
 	defer timer.Stop()
+	recount := time.NewTimer(recountEvery)
+	defer recount.Stop()
 	for {
-		timedOut := false
+		timedOut, recountDue := false, false
 		select {
 		case <-ctx.Done():
 			return
 		case <-m.wake:
 		case <-timer.C:
 			timedOut = true
+		case <-recount.C:
+			recountDue = true
 		}
 		m.busy.Store(true)
 		m.mu.Lock()
-		dirty, check, evaluate := m.dirty, m.check, m.evaluate
-		m.dirty, m.check, m.evaluate = map[netip.Prefix]struct{}{}, map[netip.Addr]map[netip.Prefix]struct{}{}, false
+		dirty, evaluate := m.dirty, m.evaluate
+		m.dirty, m.evaluate = map[netip.Prefix]struct{}{}, false
 		m.mu.Unlock()
 
-		m.flush(ctx, dirty, check)
+		m.flush(ctx, dirty)
+		if recountDue {
+			start := time.Now()
+			m.recountRejections(ctx)
+			// Rate-limited, and no more than a tenth of the time however
+			// large the tables.
+			recount.Reset(max(recountEvery, 10*time.Since(start)))
+		}
 		switch {
 		case m.done:
 		case timedOut:
@@ -186,12 +203,14 @@ func (m *monitor) run(ctx context.Context, timeout time.Duration) {
 	}
 }
 
-// idle reports whether run has handled every event the callbacks got.
+// idle reports whether run has handled every event the callbacks got and
+// its last recount found nothing to recount: it reads no GoBGP paths until
+// something changes.
 func (m *monitor) idle() bool {
 	m.mu.Lock()
-	pending := len(m.dirty) > 0 || len(m.check) > 0 || m.evaluate
+	pending := len(m.dirty) > 0 || len(m.recount) > 0 || m.recountAll || m.evaluate
 	m.mu.Unlock()
-	return !pending && !m.busy.Load() && len(m.wake) == 0
+	return !pending && m.settled.Load() && !m.busy.Load() && len(m.wake) == 0
 }
 
 // converge closes converged once the watchers have every route published so
@@ -201,22 +220,12 @@ func (m *monitor) converge() {
 	m.routes.Barrier(func() { close(m.converged) })
 }
 
-// flush publishes the current best paths of the dirty prefixes and
-// re-checks the noted announcements.
-func (m *monitor) flush(ctx context.Context, dirty map[netip.Prefix]struct{}, check map[netip.Addr]map[netip.Prefix]struct{}) {
-	if len(dirty) == 0 && len(check) == 0 {
+// flush publishes the current best paths of the dirty prefixes.
+func (m *monitor) flush(ctx context.Context, dirty map[netip.Prefix]struct{}) {
+	if len(dirty) == 0 {
 		return
 	}
-	lookup := map[netip.Prefix]struct{}{}
-	for p := range dirty {
-		lookup[p] = struct{}{}
-	}
-	for _, ps := range check {
-		for p := range ps {
-			lookup[p] = struct{}{}
-		}
-	}
-	rib, err := m.list(ctx, api.TableType_TABLE_TYPE_GLOBAL, "", lookup)
+	rib, err := m.list(ctx, api.TableType_TABLE_TYPE_GLOBAL, "", dirty)
 	if err != nil {
 		if ctx.Err() == nil {
 			m.log.Error("read bgp rib", "err", err)
@@ -228,38 +237,150 @@ func (m *monitor) flush(ctx context.Context, dirty map[netip.Prefix]struct{}, ch
 		changes = append(changes, bestRoute(p, rib[p]))
 	}
 	m.routes.Publish(changes)
+}
 
-	for peer, ps := range check {
-		adjIn, err := m.list(ctx, api.TableType_TABLE_TYPE_ADJ_IN, peer.String(), ps)
+// recountEvery is how often, at most, run recounts rejections.
+const recountEvery = 2 * time.Second
+
+// recountRejections recounts the rejections of the established peers whose
+// received count changed since their last recount, or that events noted,
+// and clears those of the peers that are not established.
+func (m *monitor) recountRejections(ctx context.Context) {
+	m.mu.Lock()
+	marked, all := m.recount, m.recountAll
+	m.recount, m.recountAll = map[netip.Addr]struct{}{}, false
+	m.mu.Unlock()
+
+	received := map[netip.Addr]uint64{}
+	var peers []netip.Addr
+	err := m.server.ListPeer(ctx, &api.ListPeerRequest{}, func(p *api.Peer) {
+		addr, err := netip.ParseAddr(p.GetConf().GetNeighborAddress())
 		if err != nil {
-			adjIn = nil // the peer is gone, and its routes with it
+			return
 		}
-		for p := range ps {
-			m.rejects.set(peer, p, announced(adjIn[p]), accepted(rib[p], peer))
+		if p.GetState().GetSessionState() != api.PeerState_SESSION_STATE_ESTABLISHED {
+			m.rejects.reset(addr, nil) // its routes are gone
+			return
 		}
+		var n uint64
+		for _, af := range p.GetAfiSafis() {
+			n += af.GetState().GetReceived()
+		}
+		received[addr] = n
+		_, noted := marked[addr]
+		if last, ok := m.received[addr]; all || noted || !ok || last != n {
+			peers = append(peers, addr)
+		}
+	})
+	if err != nil {
+		if ctx.Err() == nil {
+			m.log.Error("list bgp peers", "err", err)
+		}
+		m.settled.Store(false)
+		m.note(func() { m.recountAll = true }) // next time
+		return
+	}
+	m.received = received
+	m.settled.Store(len(peers) == 0)
+	if len(peers) == 0 {
+		return
+	}
+	// GoBGP updates a peer's Adj-RIB-In and the Loc-RIB in one step, so the
+	// Loc-RIB, read after the Adj-RIB-Ins, holds every path they showed
+	// that was accepted, unless it was withdrawn meanwhile: what is still
+	// announced is read again. Whatever else changes while the tables are
+	// read gets noted or changes a received count, and is recounted next
+	// time.
+	candidates := map[netip.Addr]map[netip.Prefix]*apiutil.Path{}
+	for _, peer := range peers {
+		c := map[netip.Prefix]*apiutil.Path{}
+		err := m.walk(ctx, api.TableType_TABLE_TYPE_ADJ_IN, peer.String(), nil, func(prefix netip.Prefix, paths []*apiutil.Path) {
+			if p := announced(paths); p != nil {
+				c[prefix] = p
+			}
+		})
+		if err != nil && ctx.Err() != nil {
+			return
+		}
+		candidates[peer] = c // none if the peer is gone, and its routes with it
+	}
+	err = m.walk(ctx, api.TableType_TABLE_TYPE_GLOBAL, "", nil, func(prefix netip.Prefix, paths []*apiutil.Path) {
+		for _, p := range paths {
+			if p.PeerAddress.IsValid() && !p.Withdrawal {
+				delete(candidates[p.PeerAddress], prefix)
+			}
+		}
+	})
+	if err != nil {
+		if ctx.Err() == nil {
+			m.log.Error("read bgp rib", "err", err)
+		}
+		m.settled.Store(false)
+		m.note(func() { m.recountAll = true })
+		return
+	}
+	for _, peer := range peers {
+		c := candidates[peer]
+		rejected := map[netip.Prefix]*apiutil.Path{}
+		if len(c) > 0 {
+			lookup := make(map[netip.Prefix]struct{}, len(c))
+			for p := range c {
+				lookup[p] = struct{}{}
+			}
+			err := m.walk(ctx, api.TableType_TABLE_TYPE_ADJ_IN, peer.String(), lookup, func(prefix netip.Prefix, paths []*apiutil.Path) {
+				if _, ok := c[prefix]; ok {
+					if p := announced(paths); p != nil {
+						rejected[prefix] = p
+					}
+				}
+			})
+			if err != nil && ctx.Err() != nil {
+				return
+			}
+		}
+		m.rejects.reset(peer, rejected)
 	}
 }
 
 // list returns the paths GoBGP's table holds for each of prefixes.
 func (m *monitor) list(ctx context.Context, table api.TableType, peer string, prefixes map[netip.Prefix]struct{}) (map[netip.Prefix][]*apiutil.Path, error) {
+	out := map[netip.Prefix][]*apiutil.Path{}
+	err := m.walk(ctx, table, peer, prefixes, func(prefix netip.Prefix, paths []*apiutil.Path) { out[prefix] = paths })
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+// walk calls fn with the paths GoBGP's table holds for each of prefixes,
+// nil: for every unicast prefix in it.
+func (m *monitor) walk(ctx context.Context, table api.TableType, peer string, prefixes map[netip.Prefix]struct{}, fn func(netip.Prefix, []*apiutil.Path)) error {
 	m.pathsMu.Lock()
 	defer m.pathsMu.Unlock()
-	out := map[netip.Prefix][]*apiutil.Path{}
+	reqs := map[bgppkt.Family][]*apiutil.LookupPrefix{}
+	if prefixes == nil {
+		for _, f := range families {
+			reqs[f] = nil
+		}
+	}
 	for family, ps := range byFamily(prefixes) {
-		err := m.server.ListPath(apiutil.ListPathRequest{TableType: table, Name: peer, Family: family, Prefixes: lookups(ps)},
+		reqs[family] = lookups(ps)
+	}
+	for family, lookup := range reqs {
+		err := m.server.ListPath(apiutil.ListPathRequest{TableType: table, Name: peer, Family: family, Prefixes: lookup},
 			func(nlri bgppkt.NLRI, paths []*apiutil.Path) {
 				if n, ok := nlri.(*bgppkt.IPAddrPrefix); ok {
-					out[n.Prefix] = paths
+					fn(n.Prefix, paths)
 				}
 			})
 		if err != nil {
-			return nil, err
+			return err
 		}
 		if ctx.Err() != nil {
-			return nil, ctx.Err()
+			return ctx.Err()
 		}
 	}
-	return out, nil
+	return nil
 }
 
 // bestRoute is the learned route for prefix: the next hops of its best paths.
@@ -289,11 +410,6 @@ func announced(adjIn []*apiutil.Path) *apiutil.Path {
 		}
 	}
 	return nil
-}
-
-// accepted reports whether the Loc-RIB holds a path from peer.
-func accepted(rib []*apiutil.Path, peer netip.Addr) bool {
-	return slices.ContainsFunc(rib, func(p *apiutil.Path) bool { return p.PeerAddress == peer && !p.Withdrawal })
 }
 
 // synced reports whether every expected peer is established and has sent

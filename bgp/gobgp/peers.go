@@ -121,8 +121,9 @@ func (s *Speaker) updatePeer(ctx context.Context, conf *api.Peer) error {
 }
 
 // softReset has GoBGP re-apply policy to what peer (all: "") sent us, what
-// we sent it, or both.
+// we sent it, or both, and has the monitor recount rejections.
 func (s *Speaker) softReset(ctx context.Context, peer string, dir api.ResetPeerRequest_Direction) error {
+	defer s.mon.recountAllPeers()
 	s.mon.pathsMu.Lock()
 	defer s.mon.pathsMu.Unlock()
 	return s.server.ResetPeer(ctx, &api.ResetPeerRequest{Address: peer, Soft: true, Direction: dir})

@@ -47,20 +47,25 @@ func (r *rejections) setPeers(names map[netip.Addr]string) {
 	}
 }
 
-// set records what GoBGP's tables say of peer's prefix: the path it announces
-// (nil: none) and whether our Loc-RIB took it.
-func (r *rejections) set(peer netip.Addr, prefix netip.Prefix, path *apiutil.Path, accepted bool) {
+// reset records what GoBGP's tables say of peer: the paths it announces
+// that our Loc-RIB did not take, by prefix. Its other prefixes are rejected
+// no more.
+func (r *rejections) reset(peer netip.Addr, rejected map[netip.Prefix]*apiutil.Path) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	name, configured := r.names[peer]
-	if path == nil || accepted || !configured {
-		delete(r.rejected[peer], prefix)
+	if len(rejected) == 0 || !configured {
+		delete(r.rejected, peer)
 		return
 	}
-	add(r.rejected, peer, prefix)
-	if add(r.logged, peer, prefix) {
-		r.log.Warn("bgp route rejected", "peer", name, "address", peer, "prefix", prefix, "nexthop", nextHopOf(path))
+	set := make(map[netip.Prefix]struct{}, len(rejected))
+	for prefix, path := range rejected {
+		set[prefix] = struct{}{}
+		if add(r.logged, peer, prefix) {
+			r.log.Warn("bgp route rejected", "peer", name, "address", peer, "prefix", prefix, "nexthop", nextHopOf(path))
+		}
 	}
+	r.rejected[peer] = set
 }
 
 // count returns how many of peer's announcements are rejected.

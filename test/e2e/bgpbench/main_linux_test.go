@@ -20,7 +20,6 @@ import (
 	"fmt"
 	"math"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"regexp"
 	"slices"
@@ -58,28 +57,10 @@ var (
 	labSeq    atomic.Int32
 )
 
-// sweepDeadLabs removes what earlier benchmark processes that died left:
-// their namespaces, every process in them, FRR's run directories.
+// sweepDeadLabs removes what earlier benchmark processes that died left.
 func sweepDeadLabs() {
-	re := regexp.MustCompile(`^flab-bb(\d+)-`)
-	entries, _ := os.ReadDir("/run/netns")
-	for _, e := range entries {
-		m := re.FindStringSubmatch(e.Name())
-		if m == nil {
-			continue
-		}
-		if pid, _ := strconv.Atoi(m[1]); pid == os.Getpid() || syscall.Kill(pid, 0) == nil {
-			continue
-		}
-		if out, err := exec.Command("ip", "netns", "pids", e.Name()).Output(); err == nil {
-			for _, f := range strings.Fields(string(out)) {
-				if pid, err := strconv.Atoi(f); err == nil {
-					_ = syscall.Kill(pid, syscall.SIGKILL)
-				}
-			}
-		}
-		_ = exec.Command("ip", "netns", "del", e.Name()).Run()
-		_ = os.RemoveAll(filepath.Join("/var/run/frr", e.Name()))
+	if err := labnet.SweepDeadRuns(regexp.MustCompile(`^flab-bb(\d+)-`)); err != nil {
+		fmt.Fprintln(os.Stderr, err)
 	}
 }
 

@@ -2,6 +2,7 @@ package labnet
 
 import (
 	"bytes"
+	"cmp"
 	"context"
 	"encoding/json"
 	"errors"
@@ -30,7 +31,7 @@ type Lab struct {
 	// Prefix, when set, starts the name of every namespace of the lab
 	// instead of NSPrefix(T.Name): tests give each run its own, so that they
 	// never touch a lab of the same topology that `make lab` brought up.
-	// Up and Down remove every namespace whose name starts with it.
+	// Sweep(Prefix) removes every namespace whose name starts with it.
 	Prefix string
 }
 
@@ -124,7 +125,13 @@ func (l *Lab) Up(ctx context.Context) (err error) {
 			}
 		}
 	}
-	for _, n := range l.T.Nodes() {
+	// Routers first, so that the agents' first connection finds them
+	// listening rather than waiting out GoBGP's connect retry.
+	nodes := l.T.Nodes()
+	slices.SortStableFunc(nodes, func(a, b *Node) int {
+		return cmp.Compare(b2i(a.Role == RoleFlatnet), b2i(b.Role == RoleFlatnet))
+	})
+	for _, n := range nodes {
 		var err error
 		switch n.Role {
 		case RoleFRR:
@@ -331,6 +338,27 @@ func (l *Lab) StopNode(node string) error {
 	return nil
 }
 
+// waitFor waits up to 10 s for a daemon to make path, and returns its log
+// when it does not.
+func waitFor(path, logPath string) error {
+	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(20 * time.Millisecond) {
+		if _, err := os.Stat(path); err == nil {
+			return nil
+		}
+		if time.Now().After(deadline) {
+			b, _ := os.ReadFile(logPath)
+			return fmt.Errorf("no %s after 10s:\n%s", path, b)
+		}
+	}
+}
+
+func b2i(b bool) int {
+	if b {
+		return 1
+	}
+	return 0
+}
+
 // frrDir holds an FRR router's per-node files.
 func (l *Lab) frrDir(n *Node) string { return l.state(n.Name, "frr") }
 
@@ -373,6 +401,11 @@ func (l *Lab) startFRR(n *Node) error {
 	if _, err := l.daemon(ns, filepath.Join(d, "bgpd.log"), nil, args...); err != nil {
 		return err
 	}
+	// bgpd opens its vty socket once it has read its config, by when it
+	// listens for BGP too.
+	if err := waitFor(filepath.Join(d, "bgpd.vty"), filepath.Join(d, "bgpd.log")); err != nil {
+		return fmt.Errorf("node %s: bgpd: %w", n.Name, err)
+	}
 	l.logf("node %s: FRR zebra+bgpd up (vtysh --vty_socket %s)", n.Name, d)
 	return nil
 }
@@ -406,6 +439,9 @@ func (l *Lab) startBIRD(n *Node) error {
 	if _, err := l.daemon(l.NS(n.Name), filepath.Join(d, "bird.log"), nil, "bird", "-f", "-c", conf,
 		"-s", filepath.Join(d, "bird.ctl"), "-P", filepath.Join(d, "bird.pid")); err != nil {
 		return err
+	}
+	if err := waitFor(filepath.Join(d, "bird.ctl"), filepath.Join(d, "bird.log")); err != nil {
+		return fmt.Errorf("node %s: bird: %w", n.Name, err)
 	}
 	l.logf("node %s: BIRD up (birdc -s %s)", n.Name, filepath.Join(d, "bird.ctl"))
 	return nil

@@ -1,0 +1,88 @@
+package labnet
+
+import (
+	"path/filepath"
+	"testing"
+
+	"github.com/google/go-cmp/cmp"
+)
+
+// TestLoadTopologies loads every topology of the repository and checks the
+// roles the runner gives its nodes.
+func TestLoadTopologies(t *testing.T) {
+	dir := filepath.Join("..", "..", "topologies")
+	tests := []struct {
+		name  string
+		roles map[string]Role
+	}{
+		{"two-node-tor", map[string]Role{"tor": RoleFRR, "node1": RoleFlatnet, "node2": RoleFlatnet}},
+		{"two-node-tor-bird", map[string]Role{"tor": RoleBIRD, "node1": RoleFlatnet, "node2": RoleFlatnet}},
+		{"three-node-mesh", map[string]Role{"sw": RoleHost, "node1": RoleFlatnet, "node2": RoleFlatnet, "node3": RoleFlatnet}},
+		{"rack-pair", map[string]Role{
+			"tor1": RoleFRR, "tor2": RoleFRR,
+			"node1": RoleFlatnet, "node2": RoleFlatnet, "node3": RoleFlatnet, "node4": RoleFlatnet,
+		}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			tp, err := Load(filepath.Join(dir, tt.name, tt.name+".clab.yml"))
+			if err != nil {
+				t.Fatal(err)
+			}
+			if tp.Name != tt.name {
+				t.Errorf("name %q, want %q (the file's name)", tp.Name, tt.name)
+			}
+			roles := map[string]Role{}
+			for _, n := range tp.Nodes() {
+				roles[n.Name] = n.Role
+				conf := map[Role]string{RoleFlatnet: FlatnetConfigPath, RoleFRR: FRRConfigPath, RoleBIRD: BIRDConfigPath}[n.Role]
+				if _, ok := tp.Bind(n, conf); conf != "" && !ok {
+					t.Errorf("node %s (%s) binds nothing at %s", n.Name, n.Role, conf)
+				}
+			}
+			if diff := cmp.Diff(tt.roles, roles); diff != "" {
+				t.Errorf("roles (-want +got):\n%s", diff)
+			}
+		})
+	}
+}
+
+// TestOwns checks that a lab claims its own namespaces only, not those of a
+// lab whose name starts with its name.
+func TestOwns(t *testing.T) {
+	tp := &Topology{Name: "two-node-tor"}
+	tp.Topology.Nodes = map[string]*Node{"tor": {}, "node1": {}, "node2": {}}
+	prefix := NSPrefix(tp.Name)
+	tests := []struct {
+		ns   string
+		want bool
+	}{
+		{"flab-two-node-tor-tor", true},
+		{"flab-two-node-tor-node1", true},
+		{"flab-two-node-tor-node1-pod2", true},
+		{"flab-two-node-tor-bird-tor", false}, // lab two-node-tor-bird
+		{"flab-two-node-tor-bird-node1-pod1", false},
+		{"flab-two-node-tor-node3", false},
+		{"flab-two-node-tor-", false},
+		{"flab-other-node1", false},
+	}
+	for _, tt := range tests {
+		if got := tp.owns(prefix, tt.ns); got != tt.want {
+			t.Errorf("owns(%q) = %v, want %v", tt.ns, got, tt.want)
+		}
+	}
+}
+
+// TestLabName accepts the names of the repository's topologies and rejects
+// what is no DNS label.
+func TestLabName(t *testing.T) {
+	for name, want := range map[string]bool{
+		"two-node-tor-bird": true, "a": true, "rack-pair": true,
+		"": false, "-x": false, "x-": false, "Two": false, "a_b": false,
+		"a234567890123456789012345678901234567890123456789012345678901234": false, // 64
+	} {
+		if got := labNameRE.MatchString(name); got != want {
+			t.Errorf("lab name %q accepted: %v, want %v", name, got, want)
+		}
+	}
+}
