@@ -4,7 +4,6 @@ import (
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
-	"encoding/json"
 	"fmt"
 	"net/netip"
 	"os"
@@ -101,26 +100,11 @@ func (l *Lab) DelPod(ctx context.Context, node, pod string) error {
 // Pod describes a pod from its namespace: its global addresses on eth0.
 func (l *Lab) Pod(node, pod string) (*Pod, error) {
 	p := &Pod{Node: node, Name: pod, NS: l.PodNS(node, pod)}
-	out, err := l.Exec(p.NS, "ip", "-j", "addr", "show", "dev", "eth0")
+	addrs, err := l.globalAddrs(p.NS, "dev", "eth0")
 	if err != nil {
 		return nil, err
 	}
-	var links []struct {
-		AddrInfo []struct {
-			Local string `json:"local"`
-			Scope string `json:"scope"`
-		} `json:"addr_info"`
-	}
-	if err := json.Unmarshal([]byte(out), &links); err != nil {
-		return nil, err
-	}
-	for _, l := range links {
-		for _, a := range l.AddrInfo {
-			if ip, err := netip.ParseAddr(a.Local); err == nil && a.Scope == "global" {
-				p.Addrs = append(p.Addrs, ip)
-			}
-		}
-	}
+	p.Addrs = addrs
 	return p, nil
 }
 

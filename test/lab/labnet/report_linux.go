@@ -234,8 +234,10 @@ func (l *Lab) Endpoints() ([]endpoint, error) {
 	return eps, nil
 }
 
-func (l *Lab) globalAddrs(ns string) ([]netip.Addr, error) {
-	out, err := l.Exec(ns, "ip", "-j", "addr", "show")
+// globalAddrs lists the global addresses in a namespace, of the device
+// `ip addr show` is narrowed to by filter ("dev", "eth0"), or of all.
+func (l *Lab) globalAddrs(ns string, filter ...string) ([]netip.Addr, error) {
+	out, err := l.Exec(ns, append([]string{"ip", "-j", "addr", "show"}, filter...)...)
 	if err != nil {
 		return nil, err
 	}
