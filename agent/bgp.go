@@ -11,6 +11,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/containernetworking/plugins/pkg/netlinksafe"
 	"github.com/vishvananda/netlink"
 
 	"github.com/flatnet-io/flatnet/bgp"
@@ -130,7 +131,7 @@ func nodeIdentity(cfg config.Config) (mesh.Node, error) {
 // detectAddr returns the node's address of a family: the source address of
 // its default route, else its first global address outside pod veths.
 func detectAddr(family int) netip.Addr {
-	routes, err := netlink.RouteListFiltered(family, &netlink.Route{Dst: nil}, netlink.RT_FILTER_DST)
+	routes, err := netlinksafe.RouteListFiltered(family, &netlink.Route{Dst: nil}, netlink.RT_FILTER_DST)
 	if err == nil {
 		for _, r := range routes {
 			if r.Src != nil {
@@ -147,7 +148,7 @@ func detectAddr(family int) netip.Addr {
 			}
 		}
 	}
-	links, err := netlink.LinkList()
+	links, err := netlinksafe.LinkList()
 	if err != nil {
 		return netip.Addr{}
 	}
@@ -163,7 +164,7 @@ func detectAddr(family int) netip.Addr {
 }
 
 func firstGlobal(l netlink.Link, family int) netip.Addr {
-	addrs, err := netlink.AddrList(l, family)
+	addrs, err := netlinksafe.AddrList(l, family)
 	if err != nil {
 		return netip.Addr{}
 	}
