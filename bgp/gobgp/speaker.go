@@ -331,6 +331,15 @@ func (s *Speaker) purgeLimited(addr netip.Addr) {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
+	// The event may come late: SetPeers may have replaced the peer since
+	// (a new limit), and the new session must be left alone.
+	stillLimited := false
+	err := s.server.ListPeer(ctx, &api.ListPeerRequest{Address: addr.String()}, func(p *api.Peer) {
+		stillLimited = stillLimited || p.GetState().GetAdminState() == api.PeerState_ADMIN_STATE_PFX_CT
+	})
+	if err != nil || !stillLimited {
+		return
+	}
 	s.log.Warn("bgp peer exceeded its prefix limit: session shut down and its routes dropped until its configuration changes",
 		"peer", e.peer.Name, "address", addr, "max_prefixes", e.peer.MaxPrefixes)
 	if err := s.server.DeletePeer(ctx, &api.DeletePeerRequest{Address: addr.String()}); err != nil {
