@@ -48,6 +48,13 @@ func Run(ctx context.Context, cfg config.Config, log *slog.Logger) error {
 		ds.start(ctx, alloc)
 	}
 	health.set("datastore", true)
+	// Claim the socket before BGP starts: an agent that cannot serve (another
+	// one is live on the socket) must fail before it touches routing.
+	lis, err := listenUnix(cfg.API.Socket)
+	if err != nil {
+		return err
+	}
+	defer lis.Close() // if serving never starts; Serve closes it otherwise
 
 	status := &statusServer{adverts: &advertLog{}}
 	if cfg.BGP.Enabled {
@@ -67,10 +74,6 @@ func Run(ctx context.Context, cfg config.Config, log *slog.Logger) error {
 	}
 	health.set("bgp", true)
 
-	lis, err := listenUnix(cfg.API.Socket)
-	if err != nil {
-		return err
-	}
 	srv := grpc.NewServer()
 	ipamgrpc.NewServer(alloc, ipamgrpc.Gateways{IPv4: cfg.IPAM.GatewayIPv4, IPv6: cfg.IPAM.GatewayIPv6}, log).Register(srv)
 	agentpb.RegisterAgentServer(srv, status)
