@@ -90,10 +90,12 @@ generate: ## regenerate the protobuf code (protoc from Debian, plugins pinned in
 		--go-grpc_out=. --go-grpc_opt=paths=source_relative ipam/ipampb/ipam.proto agent/agentpb/agent.proto
 
 LAB ?= test/topologies/two-node-tor/two-node-tor.clab.yml
+# DATASTORE=kubernetes runs the lab on its own kube-apiserver (built once by kube-bins).
+DATASTORE ?= file
 
 .PHONY: lab
-lab: deps build ## bring up the lab (LAB=topology file; default two-node-tor), 2 pods a node, and show them talking
-	$(BIN)/flatnet-lab up -t $(LAB) --pods 2
+lab: deps build $(if $(filter kubernetes,$(DATASTORE)),kube-bins) ## bring up the lab (LAB=topology file, default two-node-tor; DATASTORE=file|kubernetes), 2 pods a node, and show them talking
+	$(BIN)/flatnet-lab up -t $(LAB) --pods 2 --datastore $(DATASTORE)
 
 .PHONY: lab-down
 lab-down: ## tear the lab down: namespaces, links, processes, files

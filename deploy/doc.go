@@ -2,5 +2,14 @@
 // the CRDs (crds/), RBAC (rbac.yaml), the DaemonSet (daemonset.yaml), the
 // agent's configuration on a cluster (agent/flatnet.yaml) and the image
 // (image/Dockerfile) — and the tests that apply them to a real API server.
-// It has no Go code but its tests, and nothing imports it.
+// Its only Go code hands the CRDs and RBAC to the lab (test/lab), which
+// installs them into its own API server.
 package deploy
+
+import "embed"
+
+// Cluster holds crds/*.yaml and rbac.yaml: what a cluster needs before the
+// agents start.
+//
+//go:embed crds/*.yaml rbac.yaml
+var Cluster embed.FS

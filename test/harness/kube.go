@@ -11,22 +11,27 @@ import (
 	"maps"
 	"net"
 	"net/http"
+	"net/netip"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"syscall"
 	"testing"
 	"time"
 
+	"github.com/containernetworking/plugins/pkg/ns"
 	"k8s.io/client-go/rest"
 )
 
-// A real Kubernetes API server for tests: Debian's etcd and a kube-apiserver
-// built from the module proxy (make kube-bins), on 127.0.0.1 ports the kernel
-// picked, with TLS, static token authentication and RBAC. No controller
-// manager, scheduler or kubelet runs: objects are what tests make them.
+// A real Kubernetes API server for tests and the lab: Debian's etcd and a
+// kube-apiserver built from the module proxy (make kube-bins), with TLS, static
+// token authentication and RBAC. Tests run it on 127.0.0.1 ports the kernel
+// picked; the lab runs it in a network namespace of its own (KubeOptions). No
+// controller manager, scheduler or kubelet runs: objects are what tests make
+// them.
 
 // AdminToken authenticates as "admin" in group system:masters.
 const AdminToken = "flatnet-test-admin"
@@ -70,6 +75,19 @@ func kubeTools() map[string]string {
 // elsewhere. It needs no root.
 func RequireKube(t testing.TB) {
 	t.Helper()
+	err := RequireKubeTools()
+	if err == nil {
+		return
+	}
+	if os.Getenv("CI") == "true" {
+		t.Fatal(err)
+	}
+	t.Skip(err)
+}
+
+// RequireKubeTools says which of etcd, kube-apiserver and kubectl are
+// missing, if any.
+func RequireKubeTools() error {
 	var missing []string
 	for name, path := range kubeTools() {
 		if st, err := os.Stat(path); err != nil || st.Mode()&0o111 == 0 {
@@ -77,26 +95,49 @@ func RequireKube(t testing.TB) {
 		}
 	}
 	if len(missing) == 0 {
-		return
+		return nil
 	}
-	msg := "Kubernetes test needs: " + strings.Join(missing, ", ") + " (make deps kube-bins installs and builds them)"
-	if os.Getenv("CI") == "true" {
-		t.Fatal(msg)
-	}
-	t.Skip(msg)
+	slices.Sort(missing)
+	return fmt.Errorf("Kubernetes API server needs: %s (make deps kube-bins installs and builds them)", strings.Join(missing, ", "))
 }
 
 // Kube is a running etcd and kube-apiserver.
 type Kube struct {
-	URL        string // https://127.0.0.1:<port>
+	URL        string // https://<address>:<port>
 	Dir        string // certificates, tokens, data and logs
 	CAFile     string // the CA that signed the server's certificate
 	Kubeconfig string // admin kubeconfig, for kubectl --kubeconfig
 
+	opts  KubeOptions
 	root  string // Dir's parent, with the logs of failed start attempts
 	caPEM []byte
 	procs []*proc
 	stop  sync.Once
+}
+
+// KubeOptions says where a Kube runs. The zero value is a test's server.
+type KubeOptions struct {
+	// NetNS, when set, names the network namespace (under /run/netns) that
+	// etcd and kube-apiserver run in, on the standard ports (2379, 2380,
+	// 6443): the namespace is theirs. Kubectl and the REST configurations
+	// reach the server inside it. Empty: this process's namespace, on ports
+	// the kernel picks.
+	NetNS string
+	// Address is the API server's bind address, in its certificate too;
+	// 127.0.0.1 when invalid.
+	Address netip.Addr
+	// Detach leaves the servers running after this process ends (the lab);
+	// otherwise they die with it.
+	Detach bool
+}
+
+// StartKubeServer starts etcd and kube-apiserver in dir, a directory of
+// their own that Stop leaves in place.
+func StartKubeServer(dir string, opts KubeOptions) (*Kube, error) {
+	if err := RequireKubeTools(); err != nil {
+		return nil, err
+	}
+	return startKube(dir, opts)
 }
 
 // proc is a server process of a Kube.
@@ -115,7 +156,7 @@ func StartKube(t testing.TB) *Kube {
 	if err != nil {
 		t.Fatal(err)
 	}
-	k, err := startKube(dir)
+	k, err := startKube(dir, KubeOptions{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -150,7 +191,7 @@ func (s *SharedKube) Get(t testing.TB) *Kube {
 			s.err = err
 			return
 		}
-		s.kube, s.err = startKube(dir)
+		s.kube, s.err = startKube(dir, KubeOptions{})
 	})
 	if s.err != nil {
 		t.Fatal(s.err)
@@ -176,11 +217,14 @@ func (s *SharedKube) Stop(failed bool) {
 // startKube starts etcd and kube-apiserver in dir; a port taken between
 // picking and binding (another test package starting at the same time) is
 // retried with new ports.
-func startKube(dir string) (*Kube, error) {
+func startKube(dir string, opts KubeOptions) (*Kube, error) {
+	if !opts.Address.IsValid() {
+		opts.Address = netip.AddrFrom4([4]byte{127, 0, 0, 1})
+	}
 	var err error
 	for attempt := range 3 {
 		var k *Kube
-		k, err = tryStartKube(filepath.Join(dir, fmt.Sprint(attempt)))
+		k, err = tryStartKube(filepath.Join(dir, fmt.Sprint(attempt)), opts)
 		if err == nil {
 			k.root = dir
 			return k, nil
@@ -189,23 +233,25 @@ func startKube(dir string) (*Kube, error) {
 	return nil, err
 }
 
-func tryStartKube(dir string) (*Kube, error) {
+func tryStartKube(dir string, opts KubeOptions) (*Kube, error) {
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return nil, err
 	}
-	k := &Kube{Dir: dir, CAFile: filepath.Join(dir, "ca.crt"), Kubeconfig: filepath.Join(dir, "admin.kubeconfig")}
-	pki, err := writePKI(dir)
+	k := &Kube{Dir: dir, CAFile: filepath.Join(dir, "ca.crt"), Kubeconfig: filepath.Join(dir, "admin.kubeconfig"), opts: opts}
+	pki, err := writePKI(dir, opts.Address)
 	if err != nil {
 		return nil, fmt.Errorf("start kube: %w", err)
 	}
 	k.caPEM = pki.caPEM
-	ports, err := freePorts(3)
-	if err != nil {
-		return nil, fmt.Errorf("start kube: %w", err)
+	ports := []int{2379, 2380, 6443} // a namespace of their own
+	if opts.NetNS == "" {
+		if ports, err = freePorts(3); err != nil {
+			return nil, fmt.Errorf("start kube: %w", err)
+		}
 	}
 	etcdURL := fmt.Sprintf("http://127.0.0.1:%d", ports[0])
 	peerURL := fmt.Sprintf("http://127.0.0.1:%d", ports[1])
-	k.URL = fmt.Sprintf("https://127.0.0.1:%d", ports[2])
+	k.URL = "https://" + netip.AddrPortFrom(opts.Address, uint16(ports[2])).String()
 	tools := kubeTools()
 
 	if err := k.spawn("etcd", tools["etcd"],
@@ -216,7 +262,7 @@ func tryStartKube(dir string) (*Kube, error) {
 	); err != nil {
 		return nil, err
 	}
-	if err := k.waitHTTP(etcdURL+"/health", http.DefaultClient, nil); err != nil {
+	if err := k.waitHTTP(etcdURL+"/health", k.httpClient(nil), nil); err != nil {
 		k.Stop()
 		return nil, err
 	}
@@ -228,7 +274,7 @@ func tryStartKube(dir string) (*Kube, error) {
 	}
 	if err := k.spawn("kube-apiserver", tools["kube-apiserver"],
 		"--etcd-servers="+etcdURL,
-		"--bind-address=127.0.0.1", "--advertise-address=127.0.0.1", fmt.Sprintf("--secure-port=%d", ports[2]),
+		"--bind-address="+opts.Address.String(), "--advertise-address="+opts.Address.String(), fmt.Sprintf("--secure-port=%d", ports[2]),
 		"--tls-cert-file="+pki.serverCert, "--tls-private-key-file="+pki.serverKey,
 		"--token-auth-file="+tokens, "--authorization-mode=RBAC",
 		"--service-account-issuer=https://kubernetes.default.svc.cluster.local",
@@ -245,7 +291,7 @@ func tryStartKube(dir string) (*Kube, error) {
 	}
 	pool := x509.NewCertPool()
 	pool.AppendCertsFromPEM(k.caPEM)
-	client := &http.Client{Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: pool}}}
+	client := k.httpClient(&tls.Config{RootCAs: pool})
 	if err := k.waitHTTP(k.URL+"/readyz", client, http.Header{"Authorization": {"Bearer " + AdminToken}}); err != nil {
 		k.Stop()
 		return nil, err
@@ -257,17 +303,25 @@ func tryStartKube(dir string) (*Kube, error) {
 	return k, nil
 }
 
-// spawn starts a server whose output goes to <dir>/<name>.log. It dies with
-// the test process (Pdeathsig), even when that is killed.
+// spawn starts a server whose output goes to <dir>/<name>.log, in the
+// namespace of k's options. Unless detached, it dies with this process
+// (Pdeathsig), even when that is killed.
 func (k *Kube) spawn(name, path string, args ...string) error {
 	log, err := os.Create(filepath.Join(k.Dir, name+".log"))
 	if err != nil {
 		return err
 	}
 	defer log.Close()
-	p := &proc{name: name, cmd: exec.Command(path, args...), exited: make(chan struct{})}
+	cmd := exec.Command(path, args...)
+	if k.opts.NetNS != "" {
+		cmd = exec.Command("ip", append([]string{"netns", "exec", k.opts.NetNS, path}, args...)...) // ip execs path: one process
+	}
+	p := &proc{name: name, cmd: cmd, exited: make(chan struct{})}
 	p.cmd.Stdout, p.cmd.Stderr = log, log
 	p.cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL, Setpgid: true}
+	if k.opts.Detach {
+		p.cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
+	}
 	if err := p.cmd.Start(); err != nil {
 		return fmt.Errorf("start %s: %w", name, err)
 	}
@@ -326,6 +380,33 @@ func (k *Kube) Stop() {
 	})
 }
 
+// NetNS is the network namespace the servers run in; "" for this process's.
+func (k *Kube) NetNS() string { return k.opts.NetNS }
+
+// httpClient is an HTTP client that reaches the server where it runs.
+func (k *Kube) httpClient(tlsConfig *tls.Config) *http.Client {
+	return &http.Client{Transport: &http.Transport{TLSClientConfig: tlsConfig, DialContext: k.dial}}
+}
+
+// dial connects from the servers' namespace: a socket stays in the namespace
+// it was made in.
+func (k *Kube) dial(ctx context.Context, network, addr string) (net.Conn, error) {
+	if k.opts.NetNS == "" {
+		return (&net.Dialer{}).DialContext(ctx, network, addr)
+	}
+	h, err := ns.GetNS(filepath.Join("/run/netns", k.opts.NetNS))
+	if err != nil {
+		return nil, err
+	}
+	defer h.Close()
+	var c net.Conn
+	err = h.Do(func(ns.NetNS) error {
+		c, err = (&net.Dialer{}).DialContext(ctx, network, addr)
+		return err
+	})
+	return c, err
+}
+
 // RESTConfig returns a client configuration authenticating as the admin.
 func (k *Kube) RESTConfig() *rest.Config { return k.RESTConfigForToken(AdminToken) }
 
@@ -337,6 +418,7 @@ func (k *Kube) RESTConfigForToken(token string) *rest.Config {
 		BearerToken:     token,
 		TLSClientConfig: rest.TLSClientConfig{CAData: k.caPEM},
 		QPS:             -1, // tests measure the server, not client-side throttling
+		Dial:            k.dial,
 	}
 }
 
@@ -345,10 +427,15 @@ func (k *Kube) RESTConfigForToken(token string) *rest.Config {
 func (k *Kube) KubeconfigForToken(t testing.TB, token string) string {
 	t.Helper()
 	path := filepath.Join(t.TempDir(), "kubeconfig")
-	if err := os.WriteFile(path, k.kubeconfig(token), 0o600); err != nil {
+	if err := k.WriteKubeconfig(path, token); err != nil {
 		t.Fatal(err)
 	}
 	return path
+}
+
+// WriteKubeconfig writes a kubeconfig that authenticates with token to path.
+func (k *Kube) WriteKubeconfig(path, token string) error {
+	return os.WriteFile(path, k.kubeconfig(token), 0o600)
 }
 
 func (k *Kube) kubeconfig(token string) []byte {
@@ -367,20 +454,40 @@ current-context: test
 `, k.URL, k.CAFile, token)
 }
 
-// Kubectl runs kubectl as the admin and returns its standard output; an error
-// carries its standard error.
-func (k *Kube) Kubectl(args ...string) (string, error) { return Kubectl(k.Kubeconfig, args...) }
+// Kubectl runs kubectl as the admin, where the server runs, and returns its
+// standard output; an error carries its standard error.
+func (k *Kube) Kubectl(args ...string) (string, error) {
+	return kubectl(k.opts.NetNS, k.Kubeconfig, nil, args...)
+}
+
+// Apply applies manifests (YAML, one or more documents) as the admin.
+func (k *Kube) Apply(manifests []byte) error {
+	_, err := kubectl(k.opts.NetNS, k.Kubeconfig, manifests, "apply", "-f", "-")
+	return err
+}
 
 // Kubectl runs kubectl with the given kubeconfig ("": none, for commands that
 // need no server, such as kustomize) and returns its standard output; an
 // error carries its standard error.
 func Kubectl(kubeconfig string, args ...string) (string, error) {
+	return kubectl("", kubeconfig, nil, args...)
+}
+
+// kubectl runs kubectl in a network namespace (or "": this one's), with
+// stdin as its standard input.
+func kubectl(netns, kubeconfig string, stdin []byte, args ...string) (string, error) {
 	if kubeconfig != "" {
 		args = append([]string{"--kubeconfig=" + kubeconfig}, args...)
 	}
 	var stdout, stderr bytes.Buffer
 	cmd := exec.Command(kubeTools()["kubectl"], args...)
+	if netns != "" {
+		cmd = exec.Command("ip", append([]string{"netns", "exec", netns, kubeTools()["kubectl"]}, args...)...)
+	}
 	cmd.Stdout, cmd.Stderr = &stdout, &stderr
+	if stdin != nil {
+		cmd.Stdin = bytes.NewReader(stdin)
+	}
 	// Discovery caches go under the temporary directory, not $HOME.
 	cmd.Env = append(os.Environ(), "KUBECACHEDIR="+filepath.Join(os.TempDir(), "flatnet-kubectl-cache"))
 	if err := cmd.Run(); err != nil {

@@ -17,6 +17,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/flatnet-io/flatnet/test/harness"
 	"github.com/flatnet-io/flatnet/test/lab/labnet"
 )
 
@@ -30,7 +31,7 @@ func main() {
 }
 
 func usage() error {
-	return errors.New("usage: flatnet-lab up|down|status|exec -t FILE [--pods N] [-- node command...]")
+	return errors.New("usage: flatnet-lab up|down|status|exec -t FILE [--pods N] [--datastore file|kubernetes] [-- node command...]")
 }
 
 func run() error {
@@ -43,6 +44,7 @@ func run() error {
 	pods := fs.Int("pods", 2, "pods to create on every flatnet node (up)")
 	bin := fs.String("bin", "", "directory of the flatnet binaries (default: the directory of flatnet-lab)")
 	state := fs.String("state", "", "state directory (default /run/flatnet-lab/NAME)")
+	datastore := fs.String("datastore", labnet.DatastoreFile, "where the agents keep IPAM and the node registry (up): file, or kubernetes (an API server the lab runs)")
 	if err := fs.Parse(os.Args[2:]); err != nil {
 		return err
 	}
@@ -60,7 +62,7 @@ func run() error {
 		}
 		*bin = filepath.Dir(exe)
 	}
-	l := &labnet.Lab{T: t, Bin: *bin, StateDir: *state, Log: os.Stderr}
+	l := &labnet.Lab{T: t, Bin: *bin, StateDir: *state, Log: os.Stderr, Datastore: *datastore}
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 	defer stop()
 
@@ -84,6 +86,11 @@ func run() error {
 			return err
 		}
 		r.Print(os.Stdout)
+		if k := l.Kube(); k != nil {
+			if err := printKube(k); err != nil {
+				return err
+			}
+		}
 		if !r.OK() {
 			return errors.New("connectivity check failed: see the table")
 		}
@@ -111,5 +118,17 @@ func run() error {
 	default:
 		return usage()
 	}
+	return nil
+}
+
+// printKube shows what the agents keep in the lab's API server, and how to
+// look further.
+func printKube(k *harness.Kube) error {
+	out, err := k.Kubectl("get", "nodes,pods,ipamblocks", "-A", "-o", "wide")
+	if err != nil {
+		return err
+	}
+	fmt.Printf("\nKubernetes (%s):\n%s", k.URL, out)
+	fmt.Printf("more: ip netns exec %s kubectl --kubeconfig %s get ipamblocks -o yaml\n", k.NetNS(), k.Kubeconfig)
 	return nil
 }

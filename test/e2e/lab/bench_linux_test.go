@@ -254,7 +254,7 @@ func median[T time.Duration | float64](d []T) T {
 // figure is the median.
 func BenchmarkUpToReachable(b *testing.B) {
 	for _, topo := range topologies {
-		b.Run("topo="+topo.name, func(b *testing.B) {
+		b.Run("topo="+topo.label(), func(b *testing.B) {
 			var took []time.Duration
 			for range b.N {
 				took = append(took, upToReachable(b, topo))

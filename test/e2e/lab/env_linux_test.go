@@ -57,6 +57,17 @@ type topology struct {
 	// restart), so they leave after holdTime + restartTime. FRR and BIRD
 	// drop them at hold expiry.
 	staleAfterHold bool
+	// datastore is the lab's (labnet.Lab.Datastore): "" is the file store.
+	datastore string
+}
+
+// label names the topology in test names: its name, and the datastore when
+// not the file store.
+func (t topology) label() string {
+	if t.datastore == "" {
+		return t.name
+	}
+	return t.name + "-" + t.datastore
 }
 
 var topologies = []topology{
@@ -64,6 +75,9 @@ var topologies = []topology{
 	{name: "two-node-tor-bird", holdTime: 9 * time.Second, restartTime: 60 * time.Second},
 	{name: "three-node-mesh", holdTime: 9 * time.Second, restartTime: 20 * time.Second, staleAfterHold: true},
 	{name: "rack-pair", holdTime: 9 * time.Second, restartTime: 60 * time.Second},
+	// The mesh again, on the lab's own kube-apiserver: IPAM in IPAMBlock
+	// objects, the mesh from Node objects.
+	{name: "three-node-mesh", holdTime: 9 * time.Second, restartTime: 20 * time.Second, staleAfterHold: true, datastore: labnet.DatastoreKubernetes},
 }
 
 // env is a topology brought up for one test.
@@ -99,6 +113,9 @@ func up(t testing.TB, topo topology, edit func(string) string, tools ...string) 
 		tools = append(tools, "bird", "birdc")
 	}
 	harness.Require(t, tools...)
+	if topo.datastore == labnet.DatastoreKubernetes {
+		harness.RequireKube(t)
+	}
 
 	dir := t.TempDir()
 	// FRR's daemons run as the frr user and must reach their state directory.
@@ -132,7 +149,7 @@ func up(t testing.TB, topo topology, edit func(string) string, tools ...string) 
 	e := &env{
 		Lab: &labnet.Lab{
 			T: tp, Bin: filepath.Dir(harness.Bin("flatnet-agent")), StateDir: filepath.Join(dir, "state"),
-			Prefix: prefixOf(topo),
+			Prefix: prefixOf(topo), Datastore: topo.datastore,
 		},
 		topo: topo, dir: dir,
 	}
@@ -159,8 +176,7 @@ func up(t testing.TB, topo topology, edit func(string) string, tools ...string) 
 // topology's index keeps it from being the start of another's:
 // flabt<pid>-0-two-node-tor- is not the start of flabt<pid>-1-two-node-tor-bird-.
 func prefixOf(topo topology) string {
-	i := slices.IndexFunc(topologies, func(t topology) bool { return t.name == topo.name })
-	return fmt.Sprintf("%s%d-%s-", runPrefix, i, topo.name)
+	return fmt.Sprintf("%s%d-%s-", runPrefix, slices.Index(topologies, topo), topo.name)
 }
 
 // dumpLogs logs the tail of every daemon's log, for a failed test.

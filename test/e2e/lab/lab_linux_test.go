@@ -2,6 +2,7 @@ package lab
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"net/netip"
 	"os"
@@ -12,6 +13,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/flatnet-io/flatnet/kube/v1alpha1"
 	"github.com/flatnet-io/flatnet/test/lab/labnet"
 )
 
@@ -22,7 +24,7 @@ import (
 // order; topologies run side by side (go test -parallel).
 func TestPrivilegedLab(t *testing.T) {
 	for _, topo := range topologies {
-		t.Run(topo.name, func(t *testing.T) {
+		t.Run(topo.label(), func(t *testing.T) {
 			t.Parallel()
 			start := time.Now()
 			e := up(t, topo, editConfig)
@@ -31,21 +33,86 @@ func TestPrivilegedLab(t *testing.T) {
 			t.Logf("up, %d pods, every verify check passed: %v after up began (verify waited %v)",
 				2*len(e.flatnetNodes()), time.Since(start).Round(time.Millisecond), took.Round(time.Millisecond))
 
-			steps := []struct {
+			type step struct {
 				name string
 				fn   func(*testing.T, *env)
-			}{
+			}
+			var steps []step
+			if topo.datastore == labnet.DatastoreKubernetes {
+				steps = append(steps, step{"kubernetes-objects", testKubeObjects})
+			}
+			steps = append(steps, []step{
 				{"delete-pod", testDeletePod},
 				{"second-block", testSecondBlock},
 				{"restart-agent", testRestartAgent},
 				{"stop-node", testStopNode},
 				{"teardown", testTeardown},
-			}
+			}...)
 			for _, s := range steps {
 				t.Run(s.name, func(t *testing.T) { s.fn(t, e) })
 			}
 		})
 	}
+}
+
+// testKubeObjects checks, with the kubernetes datastore, that what the
+// agents hold is in the lab's API server: every node's blocks as IPAMBlock
+// objects with its affinity, every pod's addresses in them with the pod's
+// namespace and name, of a Pod object bound to that node; and that every node
+// peers with each of the others, which it found in their Node objects.
+func testKubeObjects(t *testing.T, e *env) {
+	k := e.Kube()
+	out, err := k.Kubectl("get", "ipamblocks", "-o", "json")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var blocks v1alpha1.IPAMBlockList
+	if err := json.Unmarshal([]byte(out), &blocks); err != nil {
+		t.Fatal(err)
+	}
+	objects := map[string][]netip.Prefix{}
+	owner := map[netip.Addr]v1alpha1.IPAMAllocation{}
+	for _, b := range blocks.Items {
+		objects[b.Spec.Affinity] = append(objects[b.Spec.Affinity], netip.MustParsePrefix(b.Spec.CIDR))
+		for _, a := range b.Spec.Allocations {
+			owner[netip.MustParseAddr(a.Address)] = a
+		}
+	}
+	for _, node := range e.flatnetNodes() {
+		held := e.blocksOf(t, node, node)
+		slices.SortFunc(held, netip.Prefix.Compare)
+		slices.SortFunc(objects[node], netip.Prefix.Compare)
+		if !slices.Equal(held, objects[node]) {
+			t.Errorf("%s holds blocks %v, its IPAMBlock objects say %v", node, held, objects[node])
+		}
+		for _, p := range e.podsOn(t, node) {
+			name := labnet.KubePodName(node, p.Name)
+			for _, a := range p.Addrs {
+				al, ok := owner[a]
+				if !ok || al.Node != node || al.Namespace != labnet.PodNamespace || al.Pod != name {
+					t.Errorf("pod %s/%s's address %s: allocation in the API %+v, want node %s, pod %s/%s", node, p.Name, a, al, node, labnet.PodNamespace, name)
+				}
+			}
+			if got, err := k.Kubectl("get", "pod", name, "-n", labnet.PodNamespace, "-o", "jsonpath={.spec.nodeName}"); err != nil || got != node {
+				t.Errorf("Pod object %s/%s: node %q, err %v; want %s", labnet.PodNamespace, name, got, err, node)
+			}
+		}
+		st, err := e.status(t.Context(), node)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var mesh []string
+		for _, p := range st.GetPeers() {
+			if p.GetMesh() {
+				mesh = append(mesh, strings.TrimPrefix(p.GetName(), "mesh-"))
+			}
+		}
+		slices.Sort(mesh)
+		if want := e.others(node); !slices.Equal(mesh, want) {
+			t.Errorf("%s peers with %v in the mesh, want %v (from the Node objects)", node, mesh, want)
+		}
+	}
+	t.Logf("%d IPAMBlock objects, %d allocations; blocks and pods as the agents hold them", len(blocks.Items), len(owner))
 }
 
 // testDeletePod deletes a pod on node1: its host route goes, its addresses

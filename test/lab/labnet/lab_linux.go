@@ -17,6 +17,8 @@ import (
 	"strings"
 	"syscall"
 	"time"
+
+	"github.com/flatnet-io/flatnet/test/harness"
 )
 
 // Lab is a topology realized, or to be realized, on this machine.
@@ -33,6 +35,12 @@ type Lab struct {
 	// never touch a lab of the same topology that `make lab` brought up.
 	// Sweep(Prefix) removes every namespace whose name starts with it.
 	Prefix string
+	// Datastore is where the agents keep IPAM and the node registry:
+	// DatastoreFile (also when empty), a directory shared by the nodes, or
+	// DatastoreKubernetes, an API server the lab runs (kube_linux.go).
+	Datastore string
+
+	kube *harness.Kube // the lab's API server, with DatastoreKubernetes
 }
 
 // NSPrefix starts the name of every namespace of lab name.
@@ -86,6 +94,9 @@ func (l *Lab) Exec(ns string, args ...string) (string, error) {
 // namespaces, links, exec lines, routers, agents. On failure it tears down what
 // it built.
 func (l *Lab) Up(ctx context.Context) (err error) {
+	if l.Datastore != "" && l.Datastore != DatastoreFile && !l.kubernetes() {
+		return fmt.Errorf("datastore %q: want %s or %s", l.Datastore, DatastoreFile, DatastoreKubernetes)
+	}
 	if err := l.Down(); err != nil {
 		return err
 	}
@@ -99,10 +110,7 @@ func (l *Lab) Up(ctx context.Context) (err error) {
 		return err
 	}
 	for _, n := range l.T.Nodes() {
-		if _, err := run("ip", "netns", "add", l.NS(n.Name)); err != nil {
-			return err
-		}
-		if _, err := l.Exec(l.NS(n.Name), "ip", "link", "set", "lo", "up"); err != nil {
+		if err := l.addNS(l.NS(n.Name)); err != nil {
 			return err
 		}
 	}
@@ -123,6 +131,11 @@ func (l *Lab) Up(ctx context.Context) (err error) {
 			if _, err := l.Exec(l.NS(n.Name), "sh", "-c", line); err != nil {
 				return fmt.Errorf("node %s exec: %w", n.Name, err)
 			}
+		}
+	}
+	if l.kubernetes() {
+		if err := l.startKube(); err != nil {
+			return err
 		}
 	}
 	// Routers first, so that the agents' first connection finds them
@@ -149,6 +162,15 @@ func (l *Lab) Up(ctx context.Context) (err error) {
 		}
 	}
 	return nil
+}
+
+// addNS makes a namespace with its loopback up.
+func (l *Lab) addNS(ns string) error {
+	if _, err := run("ip", "netns", "add", ns); err != nil {
+		return err
+	}
+	_, err := l.Exec(ns, "ip", "link", "set", "lo", "up")
+	return err
 }
 
 // Down kills every process in the lab's namespaces, deletes the namespaces
@@ -272,6 +294,9 @@ func (l *Lab) startAgent(ctx context.Context, n *Node) error {
 		"FLATNET_NODENAME=" + n.Name,
 		"FLATNET_API_SOCKET=" + l.Socket(n.Name),
 		"FLATNET_DATASTORE_FILE_DIR=" + l.state("ipam"),
+	}
+	if l.kubernetes() {
+		env = append(env, "FLATNET_DATASTORE_TYPE="+DatastoreKubernetes, "FLATNET_DATASTORE_KUBERNETES_KUBECONFIG="+l.agentKubeconfig())
 	}
 	for k, v := range n.Env {
 		env = append(env, k+"="+v)

@@ -46,9 +46,13 @@ func (l *Lab) runtimeConf(node, pod string) *libcni.RuntimeConf {
 		ContainerID: hex.EncodeToString(sum[:]),
 		NetNS:       "/run/netns/" + l.PodNS(node, pod),
 		IfName:      "eth0",
-		Args:        [][2]string{{"IgnoreUnknown", "1"}, {"K8S_POD_NAMESPACE", "lab"}, {"K8S_POD_NAME", pod}},
+		Args:        [][2]string{{"IgnoreUnknown", "1"}, {"K8S_POD_NAMESPACE", PodNamespace}, {"K8S_POD_NAME", KubePodName(node, pod)}},
 	}
 }
+
+// KubePodName is a lab pod's name as Kubernetes knows it (CNI_ARGS, the Pod
+// object): unique in PodNamespace, where pods of every node meet.
+func KubePodName(node, pod string) string { return node + "-" + pod }
 
 // inNode runs fn inside a node's namespace, where the plugin must run.
 func (l *Lab) inNode(node string, fn func() error) error {
@@ -60,11 +64,22 @@ func (l *Lab) inNode(node string, fn func() error) error {
 	return h.Do(func(ns.NetNS) error { return fn() })
 }
 
-// AddPod makes a pod namespace and attaches it to a flatnet node through the
-// CNI plugin. On failure the namespace is removed again.
-func (l *Lab) AddPod(ctx context.Context, node, pod string) (*Pod, error) {
+// AddPod makes a pod namespace (and, with the kubernetes datastore, the Pod
+// object) and attaches it to a flatnet node through the CNI plugin. On
+// failure the namespace and object are removed again.
+func (l *Lab) AddPod(ctx context.Context, node, pod string) (_ *Pod, err error) {
 	if n := l.T.Topology.Nodes[node]; n == nil || n.Role != RoleFlatnet {
 		return nil, fmt.Errorf("pod %s: %s is not a flatnet node", pod, node)
+	}
+	if l.kube != nil {
+		if err := l.createPod(node, KubePodName(node, pod)); err != nil {
+			return nil, fmt.Errorf("add pod %s on %s: %w", pod, node, err)
+		}
+		defer func() {
+			if err != nil {
+				_ = l.deletePod(KubePodName(node, pod))
+			}
+		}()
 	}
 	podNS := l.PodNS(node, pod)
 	if _, err := run("ip", "netns", "add", podNS); err != nil {
@@ -93,8 +108,13 @@ func (l *Lab) DelPod(ctx context.Context, node, pod string) error {
 	if err != nil {
 		return fmt.Errorf("delete pod %s on %s: %w", pod, node, err)
 	}
-	_, err = run("ip", "netns", "del", l.PodNS(node, pod))
-	return err
+	if _, err = run("ip", "netns", "del", l.PodNS(node, pod)); err != nil {
+		return err
+	}
+	if l.kube != nil {
+		return l.deletePod(KubePodName(node, pod))
+	}
+	return nil
 }
 
 // Pod describes a pod from its namespace: its global addresses on eth0.

@@ -190,11 +190,15 @@ func (t *Topology) Bind(n *Node, containerPath string) (string, bool) {
 
 // owns says whether namespace ns, of a lab whose namespaces start with
 // prefix, is one of this topology's: prefix and a node name (a node), or
-// prefix, a node name, "-" and more (a pod of that node).
+// prefix, a node name, "-" and more (a pod of that node), or prefix and
+// KubeNode (the API server's).
 func (t *Topology) owns(prefix, ns string) bool {
 	rest, ok := strings.CutPrefix(ns, prefix)
 	if !ok {
 		return false
+	}
+	if rest == KubeNode {
+		return true
 	}
 	for name := range t.Topology.Nodes {
 		if rest == name || strings.HasPrefix(rest, name+"-") {

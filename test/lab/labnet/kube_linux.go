@@ -1,0 +1,216 @@
+package labnet
+
+import (
+	"cmp"
+	"fmt"
+	"io/fs"
+	"net/netip"
+	"os"
+	"path/filepath"
+	"strings"
+
+	"go.yaml.in/yaml/v3"
+
+	"github.com/flatnet-io/flatnet/deploy"
+	"github.com/flatnet-io/flatnet/test/harness"
+)
+
+// The lab with the kubernetes datastore (Lab.Datastore): etcd and a
+// kube-apiserver run in a namespace of their own, NS(KubeNode), which every
+// flatnet node reaches over a management link of its own, a veth pair:
+// 169.254.240.1 is the API server's address (on the namespace's loopback),
+// 169.254.240.<10+i> the node's end. The addresses are link-local, in scope
+// too, so neither the agents nor the report take them for the node's own. The lab
+// installs the CRDs and RBAC from deploy/, creates a Node object per flatnet
+// node (its BGP addresses as InternalIP) and a Pod object per pod, as the
+// kubelet would, and runs the agents under the flatnet ServiceAccount's token.
+// Down removes it all with the namespace.
+
+// Datastores a lab runs with.
+const (
+	DatastoreFile       = "file"
+	DatastoreKubernetes = "kubernetes"
+)
+
+const (
+	// KubeNode names the API server's namespace within the lab's.
+	KubeNode = "k8s"
+	// PodNamespace is the Kubernetes namespace of the lab's Pod objects.
+	PodNamespace = "lab"
+	// mgmtIf is the management link's end in a flatnet node.
+	mgmtIf = "flmgmt"
+	// tokenLifetime is how long the agents' ServiceAccount token is good
+	// for: longer than a lab lives.
+	tokenLifetime = "8760h"
+)
+
+var kubeAddr = netip.MustParseAddr("169.254.240.1")
+
+// mgmtAddr is the address of the i-th flatnet node's end of its management link.
+func mgmtAddr(i int) netip.Addr { return netip.AddrFrom4([4]byte{169, 254, 240, byte(10 + i)}) }
+
+func (l *Lab) kubernetes() bool { return l.Datastore == DatastoreKubernetes }
+
+// Kube is the lab's API server, once Up has started it; nil with the file
+// datastore.
+func (l *Lab) Kube() *harness.Kube { return l.kube }
+
+// agentKubeconfig is the kubeconfig the agents use: the ServiceAccount's.
+func (l *Lab) agentKubeconfig() string { return l.state("k8s", "agent.kubeconfig") }
+
+// startKube brings up the API server, links every flatnet node to it, and
+// makes the objects the agents need before they start.
+func (l *Lab) startKube() error {
+	if _, clash := l.T.Topology.Nodes[KubeNode]; clash {
+		return fmt.Errorf("datastore kubernetes: the topology has a node named %s, the name of the API server's namespace", KubeNode)
+	}
+	if err := harness.RequireKubeTools(); err != nil {
+		return err
+	}
+	kns := l.NS(KubeNode)
+	if err := l.addNS(kns); err != nil {
+		return err
+	}
+	if _, err := l.Exec(kns, "ip", "addr", "add", kubeAddr.String()+"/32", "dev", "lo", "scope", "link"); err != nil {
+		return err
+	}
+	for i, n := range l.T.NodesOf(RoleFlatnet) {
+		kIf, addr := fmt.Sprintf("k8s%d", i), mgmtAddr(i).String()
+		if _, err := run("ip", "link", "add", "name", kIf, "netns", kns, "type", "veth", "peer", "name", mgmtIf, "netns", l.NS(n.Name)); err != nil {
+			return err
+		}
+		for _, c := range [][]string{
+			{kns, "ip", "link", "set", kIf, "up"},
+			{kns, "ip", "route", "add", addr + "/32", "dev", kIf, "src", kubeAddr.String()},
+			{l.NS(n.Name), "ip", "link", "set", mgmtIf, "up"},
+			{l.NS(n.Name), "ip", "addr", "add", addr + "/32", "dev", mgmtIf, "scope", "link"},
+			{l.NS(n.Name), "ip", "route", "add", kubeAddr.String() + "/32", "dev", mgmtIf, "src", addr},
+		} {
+			if _, err := l.Exec(c[0], c[1:]...); err != nil {
+				return fmt.Errorf("node %s: management link: %w", n.Name, err)
+			}
+		}
+	}
+	k, err := harness.StartKubeServer(l.state("k8s"), harness.KubeOptions{NetNS: kns, Address: kubeAddr, Detach: true})
+	if err != nil {
+		return err
+	}
+	l.kube = k
+	l.logf("kube-apiserver up at %s in namespace %s (kubectl: ip netns exec %s kubectl --kubeconfig %s)", k.URL, kns, kns, k.Kubeconfig)
+
+	manifests, err := fs.ReadDir(deploy.Cluster, "crds")
+	if err != nil {
+		return err
+	}
+	var crds []byte
+	for _, m := range manifests {
+		b, err := deploy.Cluster.ReadFile("crds/" + m.Name())
+		if err != nil {
+			return err
+		}
+		crds = append(append(crds, "\n---\n"...), b...)
+	}
+	rbac, err := deploy.Cluster.ReadFile("rbac.yaml")
+	if err != nil {
+		return err
+	}
+	if err := k.Apply(crds); err != nil {
+		return err
+	}
+	if _, err := k.Kubectl("wait", "--for=condition=Established", "--timeout=60s", "crd", "--all"); err != nil {
+		return err
+	}
+	if err := k.Apply(rbac); err != nil {
+		return err
+	}
+	if err := k.Apply(fmt.Appendf(nil, "apiVersion: v1\nkind: Namespace\nmetadata: {name: %s}\n", PodNamespace)); err != nil {
+		return err
+	}
+	token, err := k.Kubectl("create", "token", "flatnet", "-n", "kube-system", "--duration="+tokenLifetime)
+	if err != nil {
+		return err
+	}
+	if err := k.WriteKubeconfig(l.agentKubeconfig(), strings.TrimSpace(token)); err != nil {
+		return err
+	}
+	for _, n := range l.T.NodesOf(RoleFlatnet) {
+		if err := l.createNode(n); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// createNode makes the Node object of a flatnet node, with the addresses its
+// config gives BGP as InternalIP: the mesh finds its peers there.
+func (l *Lab) createNode(n *Node) error {
+	addrs, err := l.bgpAddrs(n)
+	if err != nil {
+		return err
+	}
+	if err := l.kube.Apply(fmt.Appendf(nil, "apiVersion: v1\nkind: Node\nmetadata:\n  name: %s\n  labels: {kubernetes.io/hostname: %s}\n", n.Name, n.Name)); err != nil {
+		return err
+	}
+	var status []string
+	for _, a := range addrs {
+		status = append(status, fmt.Sprintf(`{"type":"InternalIP","address":%q}`, a))
+	}
+	status = append(status, fmt.Sprintf(`{"type":"Hostname","address":%q}`, n.Name))
+	_, err = l.kube.Kubectl("patch", "node", n.Name, "--subresource=status", "--type=merge",
+		"-p", `{"status":{"addresses":[`+strings.Join(status, ",")+`]}}`)
+	return err
+}
+
+// bgpAddrs reads bgp.nodeIPv4 and bgp.nodeIPv6 from a flatnet node's config
+// (the FLATNET_BGP_* variables of the node, when set, win, as in the agent).
+func (l *Lab) bgpAddrs(n *Node) ([]netip.Addr, error) {
+	conf, _ := l.T.Bind(n, FlatnetConfigPath)
+	b, err := os.ReadFile(conf)
+	if err != nil {
+		return nil, err
+	}
+	var c struct {
+		BGP struct {
+			NodeIPv4 string `yaml:"nodeIPv4"`
+			NodeIPv6 string `yaml:"nodeIPv6"`
+		} `yaml:"bgp"`
+	}
+	if err := yaml.Unmarshal(b, &c); err != nil {
+		return nil, fmt.Errorf("node %s: %s: %w", n.Name, filepath.Base(conf), err)
+	}
+	var out []netip.Addr
+	for _, v := range []string{cmp.Or(n.Env["FLATNET_BGP_NODEIPV4"], c.BGP.NodeIPv4), cmp.Or(n.Env["FLATNET_BGP_NODEIPV6"], c.BGP.NodeIPv6)} {
+		if v == "" {
+			continue
+		}
+		a, err := netip.ParseAddr(v)
+		if err != nil {
+			return nil, fmt.Errorf("node %s: bgp address %q: %w", n.Name, v, err)
+		}
+		out = append(out, a)
+	}
+	if len(out) == 0 {
+		return nil, fmt.Errorf("node %s: datastore kubernetes needs bgp.nodeIPv4 or bgp.nodeIPv6 in %s: the Node object's InternalIP", n.Name, conf)
+	}
+	return out, nil
+}
+
+// createPod makes the Pod object of a lab pod, bound to its node, as the
+// scheduler and kubelet would before the runtime calls the plugin: the
+// agents' garbage collector keeps the addresses of pods that exist.
+func (l *Lab) createPod(node, pod string) error {
+	return l.kube.Apply(fmt.Appendf(nil, `apiVersion: v1
+kind: Pod
+metadata: {name: %s, namespace: %s}
+spec:
+  nodeName: %s
+  containers: [{name: pause, image: registry.k8s.io/pause:3.10}]
+`, pod, PodNamespace, node))
+}
+
+// deletePod removes a pod's object at once: no kubelet is there to confirm
+// a graceful deletion.
+func (l *Lab) deletePod(pod string) error {
+	_, err := l.kube.Kubectl("delete", "pod", pod, "-n", PodNamespace, "--grace-period=0", "--force", "--ignore-not-found")
+	return err
+}
