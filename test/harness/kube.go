@@ -98,7 +98,7 @@ func RequireKubeTools() error {
 		return nil
 	}
 	slices.Sort(missing)
-	return fmt.Errorf("Kubernetes API server needs: %s (make deps kube-bins installs and builds them)", strings.Join(missing, ", "))
+	return fmt.Errorf("the Kubernetes API server needs: %s (make deps kube-bins installs and builds them)", strings.Join(missing, ", "))
 }
 
 // Kube is a running etcd and kube-apiserver.
