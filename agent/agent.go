@@ -1,7 +1,9 @@
 // Package agent is flatnet's composition root: it builds the node's datastore,
 // IPAM allocator, BGP speaker, route reconciler and API server from one
-// validated config.Config, runs them, and stops them in order. It is the only package that knows all the others; they do
-// not know each other. It must not hold allocation, routing or CNI logic itself.
+// validated config.Config (and, on Kubernetes, the IPPool and BGPPeer objects,
+// merged with the config's pools and peers), runs them, and stops them in
+// order. It is the only package that knows all the others; they do not know
+// each other. It must not hold allocation, routing or CNI logic itself.
 package agent
 
 import (
@@ -11,10 +13,10 @@ import (
 	"log/slog"
 	"time"
 
+	"github.com/containernetworking/plugins/pkg/ns"
 	"google.golang.org/grpc"
 
 	"github.com/flatnet-io/flatnet/agent/agentpb"
-	"github.com/flatnet-io/flatnet/bgp/mesh"
 	"github.com/flatnet-io/flatnet/config"
 	"github.com/flatnet-io/flatnet/ipam"
 	"github.com/flatnet-io/flatnet/ipam/ipamgrpc"
@@ -26,6 +28,12 @@ const stopTimeout = 5 * time.Second
 // Run runs the agent until ctx is done, then stops it and returns nil; it returns
 // an error when something could not start or failed while running.
 func Run(ctx context.Context, cfg config.Config, log *slog.Logger) error {
+	return run(ctx, cfg, nil, log)
+}
+
+// run is Run with the kernel's routes in netns (nil: the agent's own
+// namespace), so that a test can run a whole agent with BGP.
+func run(ctx context.Context, cfg config.Config, netns ns.NetNS, log *slog.Logger) error {
 	log = log.With("node", cfg.NodeName)
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
@@ -39,8 +47,12 @@ func Run(ctx context.Context, cfg config.Config, log *slog.Logger) error {
 		return err
 	}
 	defer ds.close()
+	pools, err := mergePools(cfg.IPAM.Pools, ds.pools)
+	if err != nil {
+		return err
+	}
 	notifying := newNotifyingStore(ds.store)
-	alloc, err := newAllocator(notifying, cfg, log)
+	alloc, err := newAllocator(notifying, cfg, pools, log)
 	if err != nil {
 		return err
 	}
@@ -58,16 +70,12 @@ func Run(ctx context.Context, cfg config.Config, log *slog.Logger) error {
 
 	status := &statusServer{adverts: &advertLog{}}
 	if cfg.BGP.Enabled {
-		var registry mesh.Registry
-		if cfg.BGP.Mesh {
-			registry = ds.registry
-		}
-		rs, err := startRouting(ctx, cfg, alloc, registry, notifying.changed, status.adverts, log)
+		rs, err := startRouting(ctx, cfg, ds, alloc, notifying.changed, status.adverts, netns, log)
 		if err != nil {
 			return err
 		}
 		defer rs.stop()
-		status.self, status.asn, status.routerID = rs.self, rs.self.ASN, speakerConfig(cfg, rs.self).RouterID
+		status.self, status.asn, status.routerID = rs.self, rs.self.ASN, rs.routerID
 		status.speaker, status.counts = rs.speaker, rs.table.Counts
 	} else {
 		status.self.Name = cfg.NodeName
@@ -82,7 +90,7 @@ func Run(ctx context.Context, cfg config.Config, log *slog.Logger) error {
 	go func() { served <- srv.Serve(lis) }()
 	go sweepIdleBlocks(ctx, alloc, cfg.IPAM.BlockReleaseGrace, log)
 	health.set("api", true)
-	log.Info("agent ready", "socket", cfg.API.Socket, "datastore", cfg.Datastore.Type, "pools", len(cfg.IPAM.Pools))
+	log.Info("agent ready", "socket", cfg.API.Socket, "datastore", cfg.Datastore.Type, "pools", len(pools))
 
 	select {
 	case err = <-served:
@@ -97,15 +105,7 @@ func Run(ctx context.Context, cfg config.Config, log *slog.Logger) error {
 	return err
 }
 
-func newAllocator(store ipam.Store, cfg config.Config, log *slog.Logger) (*ipam.Allocator, error) {
-	pools := make([]ipam.Pool, 0, len(cfg.IPAM.Pools))
-	for _, p := range cfg.IPAM.Pools {
-		pool, err := ipam.NewPool(p.Name, p.CIDR, p.BlockSize)
-		if err != nil {
-			return nil, err
-		}
-		pools = append(pools, pool)
-	}
+func newAllocator(store ipam.Store, cfg config.Config, pools []ipam.Pool, log *slog.Logger) (*ipam.Allocator, error) {
 	return ipam.New(store, ipam.Config{
 		Node:           cfg.NodeName,
 		Pools:          pools,

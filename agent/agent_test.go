@@ -1,6 +1,7 @@
 package agent
 
 import (
+	"bytes"
 	"context"
 	"io"
 	"log/slog"
@@ -10,10 +11,13 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
+	"github.com/containernetworking/plugins/pkg/ns"
 	"github.com/google/go-cmp/cmp"
+	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/testing/protocmp"
@@ -42,9 +46,17 @@ func testConfig(t testing.TB) config.Config {
 // start runs the agent until the test ends and returns a client on its socket.
 func start(t testing.TB, cfg config.Config) ipampb.IPAMClient {
 	t.Helper()
+	return ipampb.NewIPAMClient(startAgent(t, cfg, nil, slog.New(slog.NewTextHandler(io.Discard, nil))))
+}
+
+// startAgent runs the agent, with its kernel routes in netns (nil: this
+// process's namespace), until the test ends and returns a connection to its
+// socket.
+func startAgent(t testing.TB, cfg config.Config, netns ns.NetNS, log *slog.Logger) *grpc.ClientConn {
+	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
-	go func() { done <- Run(ctx, cfg, slog.New(slog.NewTextHandler(io.Discard, nil))) }()
+	go func() { done <- run(ctx, cfg, netns, log) }()
 	t.Cleanup(func() {
 		cancel()
 		if err := <-done; err != nil {
@@ -57,7 +69,37 @@ func start(t testing.TB, cfg config.Config) ipampb.IPAMClient {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { conn.Close() })
-	return ipampb.NewIPAMClient(conn)
+	return conn
+}
+
+// logBuffer keeps what the agent logs, for the test to read.
+type logBuffer struct {
+	mu  sync.Mutex
+	buf bytes.Buffer
+}
+
+func (l *logBuffer) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.buf.Write(p)
+}
+
+func (l *logBuffer) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.buf.String()
+}
+
+// logTo returns a logger into a new buffer, shown if t fails.
+func logTo(t testing.TB) (*slog.Logger, *logBuffer) {
+	t.Helper()
+	buf := &logBuffer{}
+	t.Cleanup(func() {
+		if t.Failed() {
+			t.Logf("agent log:\n%s", buf)
+		}
+	})
+	return slog.New(slog.NewTextHandler(buf, &slog.HandlerOptions{Level: slog.LevelDebug})), buf
 }
 
 func waitForSocket(t testing.TB, path string, done <-chan error) {

@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/containernetworking/plugins/pkg/netlinksafe"
+	"github.com/containernetworking/plugins/pkg/ns"
 	"github.com/vishvananda/netlink"
 
 	"github.com/flatnet-io/flatnet/bgp"
@@ -19,12 +20,14 @@ import (
 	"github.com/flatnet-io/flatnet/bgp/mesh"
 	"github.com/flatnet-io/flatnet/config"
 	"github.com/flatnet-io/flatnet/dataplane"
+	"github.com/flatnet-io/flatnet/ipam"
 )
 
 // routingStack is the node's BGP speaker, route reconciler and mesh registry,
 // started together and stopped together.
 type routingStack struct {
 	self     mesh.Node
+	routerID netip.Addr
 	speaker  *gobgp.Speaker
 	table    *dataplane.Reconciler
 	registry mesh.Registry
@@ -32,15 +35,18 @@ type routingStack struct {
 	log      *slog.Logger
 }
 
-// startRouting starts BGP and the dataplane for the node. blocks is IPAM,
-// changed fires when IPAM wrote.
-func startRouting(ctx context.Context, cfg config.Config, blocks blockLister, registry mesh.Registry, changed <-chan struct{}, adverts *advertLog, log *slog.Logger) (*routingStack, error) {
+// startRouting starts BGP and the dataplane for the node. alloc is IPAM,
+// changed fires when IPAM wrote; ds has the mesh's registry and explicit
+// peers besides the config file's. Kernel routes go into netns; nil is the
+// agent's own namespace.
+func startRouting(ctx context.Context, cfg config.Config, ds *datastore, alloc *ipam.Allocator, changed <-chan struct{}, adverts *advertLog, netns ns.NetNS, log *slog.Logger) (*routingStack, error) {
 	self, err := nodeIdentity(cfg)
 	if err != nil {
 		return nil, err
 	}
 	st := &routingStack{self: self, log: log, marker: filepath.Join(filepath.Dir(cfg.API.Socket), "bgp-planned-restart")}
-	bcfg := speakerConfig(cfg, self)
+	bcfg := speakerConfig(cfg, self, alloc.Pools())
+	st.routerID = bcfg.RouterID
 	if restartedAt, err := readMarker(st.marker); err == nil && time.Since(restartedAt) < bcfg.GracefulRestart.RestartTime {
 		bcfg.GracefulRestart.Restarting = bcfg.GracefulRestart.Enabled
 		log.Info("planned restart: peers hold our routes; ours are sent after theirs", "stopped", time.Since(restartedAt).Round(time.Millisecond))
@@ -50,7 +56,7 @@ func startRouting(ctx context.Context, cfg config.Config, blocks blockLister, re
 	if st.speaker, err = gobgp.New(bcfg, gobgp.Options{Logger: log.With("component", "bgp")}); err != nil {
 		return nil, err
 	}
-	if st.table, err = dataplane.New(dataplane.Options{Log: log.With("component", "dataplane")}); err != nil {
+	if st.table, err = dataplane.New(dataplane.Options{NetNS: netns, Log: log.With("component", "dataplane")}); err != nil {
 		return nil, err
 	}
 	peers := make([]bgp.Peer, 0, len(cfg.BGP.Peers))
@@ -61,12 +67,12 @@ func startRouting(ctx context.Context, cfg config.Config, blocks blockLister, re
 		st.table.Close()
 		return nil, fmt.Errorf("bgp.peers: %w", err)
 	}
-	if registry != nil {
-		if err := registry.Register(ctx, self); err != nil {
+	if cfg.BGP.Mesh {
+		if err := ds.registry.Register(ctx, self); err != nil {
 			st.table.Close()
 			return nil, err
 		}
-		st.registry = registry
+		st.registry = ds.registry
 	}
 	if err := st.speaker.Start(ctx); err != nil {
 		st.table.Close()
@@ -77,12 +83,17 @@ func startRouting(ctx context.Context, cfg config.Config, blocks blockLister, re
 			log.Error("route reconciler stopped", "err", err)
 		}
 	}()
+	rlog := log.With("component", "routing")
+	template := bgp.Peer{Password: cfg.BGP.MeshPassword, HoldTime: cfg.BGP.MeshHoldTime, KeepaliveInterval: cfg.BGP.MeshKeepaliveInterval}
 	r := &routing{
-		self: self, speaker: st.speaker, table: st.table, blocks: blocks, registry: st.registry,
-		template: bgp.Peer{Password: cfg.BGP.MeshPassword, HoldTime: cfg.BGP.MeshHoldTime, KeepaliveInterval: cfg.BGP.MeshKeepaliveInterval}, explicit: peers, changed: changed,
-		resync: 30 * time.Second, settle: settleTime, log: log.With("component", "routing"), adverts: adverts,
+		self: self, speaker: st.speaker, table: st.table, blocks: alloc, registry: st.registry,
+		peers:   newPeerSet(st.speaker, self, template, peers, ds.peers == nil, rlog),
+		changed: changed, resync: 30 * time.Second, settle: settleTime, log: rlog, adverts: adverts,
 	}
 	go r.run(ctx)
+	if ds.peers != nil {
+		go ds.peers.Watch(ctx, bcfg, peers, func(p []bgp.Peer) { r.peers.setExplicit(ctx, p) })
+	}
 	log.Info("bgp started", "asn", self.ASN, "ipv4", self.IPv4, "ipv6", self.IPv6, "mesh", cfg.BGP.Mesh, "peers", len(peers))
 	return st, nil
 }
@@ -177,8 +188,9 @@ func firstGlobal(l netlink.Link, family int) netip.Addr {
 	return netip.Addr{}
 }
 
-// speakerConfig turns the agent's config into the speaker's.
-func speakerConfig(cfg config.Config, self mesh.Node) bgp.Config {
+// speakerConfig turns the agent's config into the speaker's; pools are the
+// allocator's.
+func speakerConfig(cfg config.Config, self mesh.Node, pools []ipam.Pool) bgp.Config {
 	b := cfg.BGP
 	c := bgp.Config{
 		ASN:             b.ASN,
@@ -197,7 +209,7 @@ func speakerConfig(cfg config.Config, self mesh.Node) bgp.Config {
 	if c.GracefulRestart.RestartTime == 0 {
 		c.GracefulRestart.RestartTime = bgp.DefaultRestartTime
 	}
-	for _, p := range cfg.IPAM.Pools {
+	for _, p := range pools {
 		c.Pools = append(c.Pools, p.CIDR)
 	}
 	return c

@@ -5,6 +5,8 @@ import (
 	"fmt"
 	"log/slog"
 	"path/filepath"
+	"sync"
+	"time"
 
 	corev1client "k8s.io/client-go/kubernetes/typed/core/v1"
 	"k8s.io/client-go/tools/cache"
@@ -18,13 +20,20 @@ import (
 	"github.com/flatnet-io/flatnet/ipam/kubegc"
 	"github.com/flatnet-io/flatnet/ipam/kubestore"
 	"github.com/flatnet-io/flatnet/kube"
+	"github.com/flatnet-io/flatnet/kube/v1alpha1"
 )
 
-// datastore is where the node's shared state lives: IPAM blocks and the
-// node registry of the BGP mesh.
+// datastore is where the node's shared state lives: IPAM blocks, the node
+// registry of the BGP mesh and, with Kubernetes, pools and explicit peers
+// besides the config file's.
 type datastore struct {
 	store    ipam.Store
 	registry mesh.Registry
+	// pools are the IPPool objects as read at start, by name.
+	pools []v1alpha1.IPPool
+	// peers follows the BGPPeer objects; nil when there are none to follow
+	// (files, or BGP off).
+	peers *kubePeers
 	// start runs what the datastore does in the background once the
 	// allocator exists (the Kubernetes GC); nil when nothing.
 	start func(ctx context.Context, alloc *ipam.Allocator)
@@ -32,7 +41,8 @@ type datastore struct {
 }
 
 // openDatastore opens the configured datastore. With Kubernetes it returns
-// once the blocks and Node objects have been listed.
+// once the blocks, IPPools, Node objects (and BGPPeers, with BGP) have been
+// listed.
 func openDatastore(ctx context.Context, cfg config.Config, log *slog.Logger) (*datastore, error) {
 	switch cfg.Datastore.Type {
 	case "file":
@@ -52,8 +62,13 @@ func openDatastore(ctx context.Context, cfg config.Config, log *slog.Logger) (*d
 	return nil, fmt.Errorf("datastore.type %q: unknown", cfg.Datastore.Type)
 }
 
+var klogOnce sync.Once
+
 func openKube(ctx context.Context, cfg config.Config, log *slog.Logger) (*datastore, error) {
-	klog.SetSlogLogger(log.With("component", "client-go"))
+	// client-go logs through klog, whose logger is process-wide: the first
+	// agent of the process sets it (tests run several, one after another,
+	// and the informers of one may still be stopping when the next starts).
+	klogOnce.Do(func() { klog.SetSlogLogger(log.With("component", "client-go")) })
 	rc, err := kube.RESTConfig(cfg.Datastore.Kubernetes.Kubeconfig)
 	if err != nil {
 		return nil, err
@@ -62,24 +77,53 @@ func openKube(ctx context.Context, cfg config.Config, log *slog.Logger) (*datast
 	if err != nil {
 		return nil, fmt.Errorf("kubernetes client: %w", err)
 	}
+	flatnet, err := v1alpha1.NewRESTClient(rc)
+	if err != nil {
+		return nil, err
+	}
+	// The pools are read once: the allocator's are fixed for its lifetime.
+	pools, err := kube.ListIPPools(ctx, flatnet)
+	if err != nil {
+		return nil, err
+	}
+	if cfg.BGP.Enabled {
+		if err := kube.CheckList(ctx, flatnet, v1alpha1.BGPPeers); err != nil {
+			return nil, err
+		}
+	}
 	st, err := kubestore.New(ctx, rc, kubestore.Options{Logger: log.With("component", "kubestore")})
 	if err != nil {
 		return nil, err
 	}
 	// The informers live as long as the agent: ctx is Run's.
-	nodes, pods := kube.NodeInformer(core), kube.PodInformer(core, cfg.NodeName)
+	nodes, pods, ippools := kube.NodeInformer(core), kube.PodInformer(core, cfg.NodeName), kube.IPPoolInformer(flatnet)
+	if err := warnPoolChanges(ippools, pools, log); err != nil {
+		st.Close()
+		return nil, err
+	}
+	synced := []cache.InformerSynced{nodes.HasSynced, pods.HasSynced}
+	var peers *kubePeers
+	if cfg.BGP.Enabled {
+		peers = &kubePeers{
+			objects: kube.BGPPeerInformer(flatnet), nodes: nodes, node: cfg.NodeName,
+			secret: secretFile(cfg.Datastore.Kubernetes.BGPPasswordsDir), resync: time.Minute, log: log.With("component", "bgppeers"),
+		}
+		go peers.objects.Run(ctx.Done())
+		synced = append(synced, peers.objects.HasSynced)
+	}
 	go nodes.Run(ctx.Done())
 	go pods.Run(ctx.Done())
-	if !cache.WaitForCacheSync(ctx.Done(), nodes.HasSynced, pods.HasSynced) {
+	go ippools.Run(ctx.Done())
+	if !cache.WaitForCacheSync(ctx.Done(), synced...) {
 		st.Close()
-		return nil, fmt.Errorf("kubernetes: nodes and pods did not sync: %w", context.Cause(ctx))
+		return nil, fmt.Errorf("kubernetes: informers did not sync: %w", context.Cause(ctx))
 	}
 	reg, err := kubemesh.New(nodes, core, kubemesh.Options{DefaultASN: cfg.BGP.ASN, Logger: log.With("component", "registry")})
 	if err != nil {
 		st.Close()
 		return nil, err
 	}
-	d := &datastore{store: st, registry: reg, close: st.Close}
+	d := &datastore{store: st, registry: reg, pools: pools, peers: peers, close: st.Close}
 	d.start = func(ctx context.Context, alloc *ipam.Allocator) {
 		gc, err := kubegc.New(st, alloc, kubegc.FromInformers(pods, nodes, core), kubegc.Config{
 			Grace: cfg.Datastore.Kubernetes.GCGrace, Interval: cfg.Datastore.Kubernetes.GCInterval, Logger: log.With("component", "gc"),

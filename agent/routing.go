@@ -27,16 +27,15 @@ type blockLister interface {
 }
 
 // routing keeps BGP and the kernel in step with IPAM and the mesh. Data flows
-// one way: IPAM blocks → adverts and blackholes; registry → mesh peers;
-// speaker → kernel routes.
+// one way: IPAM blocks → adverts and blackholes; registry (and the
+// datastore's explicit peers) → peers; speaker → kernel routes.
 type routing struct {
 	self     mesh.Node
 	speaker  bgp.Speaker
 	table    routeTable
 	blocks   blockLister
 	registry mesh.Registry // nil: no node-to-node mesh
-	template bgp.Peer      // settings of every mesh session
-	explicit []bgp.Peer    // configured peers (ToR, route reflectors)
+	peers    *peerSet      // the mesh's and the explicit ones (ToRs, route reflectors)
 	changed  <-chan struct{}
 	resync   time.Duration // how often adverts are recomputed without a change
 	settle   time.Duration // how long after BGP converged stale routes are kept
@@ -68,20 +67,11 @@ func (r *routing) run(ctx context.Context) {
 		}
 	}()
 	if r.registry != nil {
-		go r.registry.Watch(ctx, func(nodes []mesh.Node) { r.setPeers(ctx, nodes) })
+		go r.registry.Watch(ctx, func(nodes []mesh.Node) { r.peers.setNodes(ctx, nodes) })
 	} else {
-		r.setPeers(ctx, nil)
+		r.peers.setNodes(ctx, nil)
 	}
 	r.advertiseLoop(ctx)
-}
-
-func (r *routing) setPeers(ctx context.Context, nodes []mesh.Node) {
-	peers := append(mesh.Peers(r.self, nodes, r.template), r.explicit...)
-	if err := r.speaker.SetPeers(ctx, peers); err != nil && ctx.Err() == nil {
-		r.log.Error("set bgp peers", "err", err)
-		return
-	}
-	r.log.Debug("bgp peers set", "mesh", len(peers)-len(r.explicit), "explicit", len(r.explicit))
 }
 
 // learned hands the speaker's route changes to the kernel, minus next hops

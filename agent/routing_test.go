@@ -137,8 +137,9 @@ func TestRoutingFlows(t *testing.T) {
 	reg := &memRegistry{nodes: make(chan []mesh.Node)}
 	changed := make(chan struct{}, 1)
 	tor := bgp.Peer{Name: "tor", Address: addr("192.0.2.254"), ASN: 65000}
+	log := slog.New(slog.DiscardHandler)
 	r := &routing{self: self, speaker: sp, table: table, blocks: blocks, registry: reg,
-		explicit: []bgp.Peer{tor}, changed: changed, resync: time.Hour, log: slog.New(slog.DiscardHandler)}
+		peers: newPeerSet(sp, self, bgp.Peer{}, []bgp.Peer{tor}, true, log), changed: changed, resync: time.Hour, log: log}
 	go r.run(ctx)
 
 	// A node joins the mesh: it and the ToR are the peers.
@@ -186,4 +187,70 @@ func TestRoutingFlows(t *testing.T) {
 		defer table.mu.Unlock()
 		return table.converged
 	})
+}
+
+// The explicit peers change under a running mesh: each change is set with the
+// last mesh, and nothing is set before both are known, so that the first
+// SetPeers (which graceful restart and convergence wait on) has every peer.
+func TestPeerSetFollowsBothWatchers(t *testing.T) {
+	ctx := t.Context()
+	sp := bgptest.New(bgp.Config{ASN: 64512, RouterID: self.IPv4})
+	if err := sp.Start(ctx); err != nil {
+		t.Fatal(err)
+	}
+	names := func() []string {
+		var out []string
+		for _, p := range sp.Peers() {
+			out = append(out, p.Name)
+		}
+		return out
+	}
+	s := newPeerSet(sp, self, bgp.Peer{}, nil, false, slog.New(slog.DiscardHandler))
+	tor := bgp.Peer{Name: "peer-tor", Address: addr("192.0.2.254"), ASN: 65000}
+	rr := bgp.Peer{Name: "peer-rr", Address: addr("192.0.2.253"), ASN: 64512}
+
+	s.setNodes(ctx, []mesh.Node{self, other})
+	if n := sp.Calls(bgptest.SetPeers); n != 0 {
+		t.Fatalf("SetPeers called %d times before the explicit peers were known", n)
+	}
+	s.setExplicit(ctx, []bgp.Peer{tor})
+	if diff := cmp.Diff([]string{"mesh-node2", "peer-tor"}, names()); diff != "" {
+		t.Errorf("first SetPeers (-want +got):\n%s", diff)
+	}
+	s.setExplicit(ctx, []bgp.Peer{tor, rr})
+	if diff := cmp.Diff([]string{"mesh-node2", "peer-tor", "peer-rr"}, names()); diff != "" {
+		t.Errorf("explicit peer added (-want +got):\n%s", diff)
+	}
+	s.setNodes(ctx, []mesh.Node{self})
+	s.setExplicit(ctx, []bgp.Peer{rr})
+	if diff := cmp.Diff([]string{"peer-rr"}, names()); diff != "" {
+		t.Errorf("mesh node gone, explicit peer removed (-want +got):\n%s", diff)
+	}
+}
+
+// Watchers report from their own goroutines; SetPeers calls never overlap
+// and the last report of each wins.
+func TestPeerSetConcurrentWatchers(t *testing.T) {
+	ctx := t.Context()
+	sp := bgptest.New(bgp.Config{ASN: 64512, RouterID: self.IPv4})
+	if err := sp.Start(ctx); err != nil {
+		t.Fatal(err)
+	}
+	s := newPeerSet(sp, self, bgp.Peer{}, nil, false, slog.New(slog.DiscardHandler))
+	tor := bgp.Peer{Name: "peer-tor", Address: addr("192.0.2.254"), ASN: 65000}
+	var wg sync.WaitGroup
+	wg.Go(func() {
+		for i := range 200 {
+			s.setNodes(ctx, [][]mesh.Node{{self}, {self, other}}[i%2])
+		}
+	})
+	wg.Go(func() {
+		for i := range 200 {
+			s.setExplicit(ctx, [][]bgp.Peer{nil, {tor}}[i%2])
+		}
+	})
+	wg.Wait()
+	if got := sp.Peers(); len(got) != 2 {
+		t.Errorf("peers after the last reports (mesh with node2, the ToR): %v", got)
+	}
 }

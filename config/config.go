@@ -51,6 +51,9 @@ type Kubernetes struct {
 	// addresses (or blocks) are reclaimed; GCInterval how often that is checked.
 	GCGrace    time.Duration `mapstructure:"gcGrace"`
 	GCInterval time.Duration `mapstructure:"gcInterval"`
+	// BGPPasswordsDir is where the Secret flatnet-bgp-passwords is mounted:
+	// a BGPPeer's password.secretKey names a file in it.
+	BGPPasswordsDir string `mapstructure:"bgpPasswordsDir"`
 }
 
 // Health serves /healthz and /readyz for the DaemonSet's probes.
@@ -69,6 +72,8 @@ type FileStore struct {
 
 // IPAM says which addresses pods get and how nodes share them.
 type IPAM struct {
+	// Pools may be empty with the kubernetes datastore, whose IPPool objects
+	// are pools too.
 	Pools []Pool `mapstructure:"pools"`
 	// StrictAffinity false: when a pool has no free block, borrow addresses
 	// from blocks other nodes hold. True: fail with "pool exhausted" instead.
@@ -198,7 +203,7 @@ func Default() Config {
 		Datastore: Datastore{
 			Type:       "file",
 			File:       FileStore{Dir: "/var/lib/flatnet/ipam", Fsync: true},
-			Kubernetes: Kubernetes{GCGrace: 5 * time.Minute, GCInterval: time.Minute},
+			Kubernetes: Kubernetes{GCGrace: 5 * time.Minute, GCInterval: time.Minute, BGPPasswordsDir: "/etc/flatnet/bgp-passwords"},
 		},
 		Health: Health{Address: "127.0.0.1:9797"},
 		IPAM: IPAM{

@@ -24,7 +24,7 @@ func TestDefault(t *testing.T) {
 		Log:      Log{Level: "info", Format: "text"},
 		API:      API{Socket: "/run/flatnet/flatnet.sock"},
 		Datastore: Datastore{Type: "file", File: FileStore{Dir: "/var/lib/flatnet/ipam", Fsync: true},
-			Kubernetes: Kubernetes{GCGrace: 5 * time.Minute, GCInterval: time.Minute}},
+			Kubernetes: Kubernetes{GCGrace: 5 * time.Minute, GCInterval: time.Minute, BGPPasswordsDir: "/etc/flatnet/bgp-passwords"}},
 		Health: Health{Address: "127.0.0.1:9797"},
 		IPAM: IPAM{
 			Pools:             []Pool{{Name: "default-ipv4", CIDR: netip.MustParsePrefix("10.244.0.0/16"), BlockSize: 26}},

@@ -60,7 +60,7 @@ func exampleConfig() Config {
 		Log:      Log{Level: "info", Format: "text"},
 		API:      API{Socket: "/run/flatnet/flatnet.sock"},
 		Datastore: Datastore{Type: "file", File: FileStore{Dir: "/var/lib/flatnet/ipam", Fsync: true},
-			Kubernetes: Kubernetes{GCGrace: 5 * time.Minute, GCInterval: time.Minute}},
+			Kubernetes: Kubernetes{GCGrace: 5 * time.Minute, GCInterval: time.Minute, BGPPasswordsDir: "/etc/flatnet/bgp-passwords"}},
 		Health: Health{Address: "127.0.0.1:9797"},
 		IPAM: IPAM{
 			Pools: []Pool{
@@ -250,6 +250,7 @@ func TestEnvOverridesEveryScalarKey(t *testing.T) {
 		{env: "FLATNET_DATASTORE_KUBERNETES_KUBECONFIG", value: "/etc/k.conf", want: func(c *Config) { c.Datastore.Kubernetes.Kubeconfig = "/etc/k.conf" }},
 		{env: "FLATNET_DATASTORE_KUBERNETES_GCGRACE", value: "10m", want: func(c *Config) { c.Datastore.Kubernetes.GCGrace = 10 * time.Minute }},
 		{env: "FLATNET_DATASTORE_KUBERNETES_GCINTERVAL", value: "30s", want: func(c *Config) { c.Datastore.Kubernetes.GCInterval = 30 * time.Second }},
+		{env: "FLATNET_DATASTORE_KUBERNETES_BGPPASSWORDSDIR", value: "/run/pw", want: func(c *Config) { c.Datastore.Kubernetes.BGPPasswordsDir = "/run/pw" }},
 		{env: "FLATNET_HEALTH_ADDRESS", value: "127.0.0.1:9898", want: func(c *Config) { c.Health.Address = "127.0.0.1:9898" }},
 		{env: "FLATNET_DATASTORE_FILE_DIR", value: "/tmp/ipam", want: func(c *Config) { c.Datastore.File.Dir = "/tmp/ipam" }},
 		{env: "FLATNET_DATASTORE_FILE_FSYNC", value: "false", want: func(c *Config) { c.Datastore.File.Fsync = false }},
@@ -396,6 +397,17 @@ ipam:
 	}
 }
 
+// With the kubernetes datastore, IPPool objects are pools too: the file may
+// list none (the agent checks at start that some pool exists).
+func TestKubernetesNeedsNoPoolInFile(t *testing.T) {
+	isolate(t)
+	t.Setenv("NODE_NAME", "node-a")
+	c, err := Load(writeConfig(t, "datastore: {type: kubernetes}\nipam: {pools: []}\n"), nil)
+	if err != nil || len(c.IPAM.Pools) != 0 {
+		t.Errorf("Load() = %v pools, %v; want none and no error", c.IPAM.Pools, err)
+	}
+}
+
 func TestLoadErrors(t *testing.T) {
 	tests := []struct {
 		name string
@@ -525,6 +537,11 @@ func TestLoadErrors(t *testing.T) {
 			name: "kubernetes datastore with a relative kubeconfig",
 			yaml: "datastore:\n  type: kubernetes\n  kubernetes: {kubeconfig: kube.conf}\n",
 			want: []string{`datastore.kubernetes.kubeconfig "kube.conf": must be an absolute path`},
+		},
+		{
+			name: "kubernetes datastore with a relative passwords directory",
+			yaml: "datastore:\n  type: kubernetes\n  kubernetes: {bgpPasswordsDir: bgp-passwords}\n",
+			want: []string{`datastore.kubernetes.bgpPasswordsDir "bgp-passwords": must be an absolute path`},
 		},
 		{
 			name: "bad health address",

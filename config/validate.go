@@ -38,7 +38,9 @@ func (c Config) Validate() error {
 			errs = append(errs, invalid("health.address", a, "want host:port, such as 127.0.0.1:9797, or empty for none"))
 		}
 	}
-	errs = append(errs, c.IPAM.validate()...)
+	// The kubernetes datastore has pools of its own, IPPool objects: the
+	// agent checks at start that there is at least one pool in all.
+	errs = append(errs, c.IPAM.validate(c.Datastore.Type != "kubernetes")...)
 	errs = append(errs, c.BGP.validate()...)
 	return errors.Join(errs...)
 }
@@ -103,15 +105,19 @@ func (d Datastore) validate() []error {
 		if d.Kubernetes.GCInterval < 0 {
 			errs = append(errs, invalid("datastore.kubernetes.gcInterval", d.Kubernetes.GCInterval, "must not be negative"))
 		}
+		if p := d.Kubernetes.BGPPasswordsDir; !filepath.IsAbs(p) {
+			errs = append(errs, invalid("datastore.kubernetes.bgpPasswordsDir", p, "must be an absolute path"))
+		}
 	default:
 		errs = append(errs, invalid("datastore.type", d.Type, "unknown datastore type; use \"file\" or \"kubernetes\""))
 	}
 	return errs
 }
 
-func (ip IPAM) validate() []error {
+// validate checks ip; requirePool says whether ipam.pools must list one.
+func (ip IPAM) validate(requirePool bool) []error {
 	var errs []error
-	if len(ip.Pools) == 0 {
+	if requirePool && len(ip.Pools) == 0 {
 		errs = append(errs, invalid("ipam.pools", ip.Pools, "at least one pool is required"))
 	}
 	names := map[string]int{} // pool name -> index of its first use

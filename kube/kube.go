@@ -1,17 +1,21 @@
 // Package kube connects flatnet to a Kubernetes API server: the client
-// configuration (in-cluster, or from a kubeconfig file) and the Node and Pod
-// informers that the Kubernetes datastore's parts read from — the node
-// registry (bgp/mesh/kubemesh) and the garbage collector (ipam/kubegc); the
-// IPAM store (ipam/kubestore) watches its own objects. The types of
-// flatnet's own resources are in kube/v1alpha1.
+// configuration (in-cluster, or from a kubeconfig file) and the informers
+// that the Kubernetes datastore's parts read from — Nodes and Pods for the
+// node registry (bgp/mesh/kubemesh) and the garbage collector (ipam/kubegc),
+// IPPools and BGPPeers for the agent's pools and explicit peers; the IPAM
+// store (ipam/kubestore) watches its own objects. The types of flatnet's own
+// resources are in kube/v1alpha1.
 //
 // The package must not hold IPAM or BGP logic, and the agent must not need
-// more access than deploy/rbac.yaml grants: it reads Nodes and Pods, never
-// writes them, and never reads Secrets.
+// more access than deploy/rbac.yaml grants: it reads Nodes, Pods, IPPools
+// and BGPPeers, never writes them, and never reads Secrets.
 package kube
 
 import (
+	"context"
 	"fmt"
+	"slices"
+	"strings"
 
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -20,6 +24,8 @@ import (
 	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/cache"
 	"k8s.io/client-go/tools/clientcmd"
+
+	"github.com/flatnet-io/flatnet/kube/v1alpha1"
 )
 
 // RESTConfig returns the configuration to reach the API server: from the
@@ -78,6 +84,41 @@ func PodInformer(core corev1client.CoreV1Interface, node string) cache.SharedInd
 		return obj, nil
 	})
 	return inf
+}
+
+// ListIPPools returns every IPPool, sorted by name. client speaks
+// flatnet.io/v1alpha1 (v1alpha1.NewRESTClient).
+func ListIPPools(ctx context.Context, client rest.Interface) ([]v1alpha1.IPPool, error) {
+	var list v1alpha1.IPPoolList
+	if err := client.Get().Resource(v1alpha1.IPPools).Do(ctx).Into(&list); err != nil {
+		return nil, fmt.Errorf("list %s.%s (are the CRDs installed, and may this identity list them?): %w", v1alpha1.IPPools, v1alpha1.Group, err)
+	}
+	slices.SortFunc(list.Items, func(a, b v1alpha1.IPPool) int { return strings.Compare(a.Name, b.Name) })
+	return list.Items, nil
+}
+
+// IPPoolInformer returns an informer on every IPPool; client speaks
+// flatnet.io/v1alpha1. The caller runs it.
+func IPPoolInformer(client rest.Interface) cache.SharedIndexInformer {
+	lw := cache.NewListWatchFromClient(client, v1alpha1.IPPools, metav1.NamespaceAll, fields.Everything())
+	return cache.NewSharedIndexInformer(lw, &v1alpha1.IPPool{}, 0, cache.Indexers{})
+}
+
+// BGPPeerInformer returns an informer on every BGPPeer; client speaks
+// flatnet.io/v1alpha1. The caller runs it.
+func BGPPeerInformer(client rest.Interface) cache.SharedIndexInformer {
+	lw := cache.NewListWatchFromClient(client, v1alpha1.BGPPeers, metav1.NamespaceAll, fields.Everything())
+	return cache.NewSharedIndexInformer(lw, &v1alpha1.BGPPeer{}, 0, cache.Indexers{})
+}
+
+// CheckList makes one small list request of resource, one of flatnet.io's
+// (v1alpha1.BGPPeers), so that a missing CRD or permission is an error at
+// once rather than an informer retrying in the background.
+func CheckList(ctx context.Context, client rest.Interface, resource string) error {
+	if err := client.Get().Resource(resource).Param("limit", "1").Do(ctx).Error(); err != nil {
+		return fmt.Errorf("list %s.%s (are the CRDs installed, and may this identity list them?): %w", resource, v1alpha1.Group, err)
+	}
+	return nil
 }
 
 // slimMeta keeps the metadata an informer's key and flatnet need.

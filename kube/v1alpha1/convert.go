@@ -13,11 +13,11 @@ import (
 )
 
 // Pool returns the pool p describes, checked by ipam.NewPool; a zero block
-// size becomes the family's default (26 or 122).
+// size becomes the family's default (26 or 122). Errors name the object.
 func (p *IPPool) Pool() (ipam.Pool, error) {
 	cidr, err := netip.ParsePrefix(p.Spec.CIDR)
 	if err != nil {
-		return ipam.Pool{}, fmt.Errorf("ippool %s: %w: %w", p.Name, ipam.ErrInvalid, err)
+		return ipam.Pool{}, fmt.Errorf("ippool %s: spec.cidr: %w: %w", p.Name, ipam.ErrInvalid, err)
 	}
 	size := p.Spec.BlockSize
 	if size == 0 {
@@ -26,7 +26,11 @@ func (p *IPPool) Pool() (ipam.Pool, error) {
 			size = 122
 		}
 	}
-	return ipam.NewPool(p.Name, cidr, size)
+	pool, err := ipam.NewPool(p.Name, cidr, size)
+	if err != nil {
+		return ipam.Pool{}, fmt.Errorf("ippool %s: %w", p.Name, err)
+	}
+	return pool, nil
 }
 
 // AppliesTo tells whether node, with its labels, peers with p: the node

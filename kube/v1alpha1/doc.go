@@ -7,5 +7,6 @@
 // The package must not hold allocation or BGP logic: it converts these objects
 // into the types of ipam and bgp (Pool, Peer) and nothing more. Talking to the
 // API server on behalf of a feature is the feature's package's job
-// (ipam/kubestore, bgp/mesh/kubemesh, ipam/kubegc).
+// (ipam/kubestore, bgp/mesh/kubemesh, ipam/kubegc), or package kube's for
+// what the agent reads (IPPools, BGPPeers).
 package v1alpha1
