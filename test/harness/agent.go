@@ -31,6 +31,9 @@ type AgentConfig struct {
 	// StoreDir is the file datastore; agents sharing one are one cluster.
 	// Empty: a directory of the agent's own.
 	StoreDir string
+	// Kubeconfig, when set, makes the datastore kubernetes, reached with this
+	// kubeconfig, instead of the file store (StoreDir is then unused).
+	Kubeconfig string
 }
 
 // Agent is a flatnet-agent process running inside a namespace.
@@ -41,7 +44,9 @@ type Agent struct {
 	done    chan error
 }
 
-// StartAgent runs bin/flatnet-agent inside ns and waits until it serves.
+// StartAgent runs bin/flatnet-agent inside ns (nil: in this process's
+// namespace, with no health endpoint, so that several can run) and waits
+// until it serves.
 func StartAgent(t testing.TB, ns *NetNS, cfg AgentConfig) *Agent {
 	t.Helper()
 	// A short directory: unix socket paths end at 107 bytes.
@@ -57,17 +62,25 @@ func StartAgent(t testing.TB, ns *NetNS, cfg AgentConfig) *Agent {
 	for _, p := range cfg.Pools {
 		fmt.Fprintf(&pools, "    - {name: %s, cidr: %q, blockSize: %d}\n", p.Name, p.CIDR, p.BlockSize)
 	}
+	datastore := fmt.Sprintf("{type: file, file: {dir: %s, fsync: false}}", cfg.StoreDir)
+	if cfg.Kubeconfig != "" {
+		// Test allocations name no pods: the garbage collector leaves them.
+		datastore = fmt.Sprintf("{type: kubernetes, kubernetes: {kubeconfig: %s}}", cfg.Kubeconfig)
+	}
+	health := "127.0.0.1:9797"
+	if ns == nil {
+		health = ""
+	}
 	yaml := fmt.Sprintf(`nodeName: %s
 log: {level: debug, format: text}
 api: {socket: %s}
-datastore:
-  type: file
-  file: {dir: %s, fsync: false}
+health: {address: %q}
+datastore: %s
 ipam:
   strictAffinity: %v
   blockReleaseGrace: 0s
   pools:
-%s`, cfg.Node, filepath.Join(dir, "flatnet.sock"), cfg.StoreDir, cfg.StrictAffinity, pools.String())
+%s`, cfg.Node, filepath.Join(dir, "flatnet.sock"), health, datastore, cfg.StrictAffinity, pools.String())
 	confPath := filepath.Join(dir, "flatnet.yaml")
 	if err := os.WriteFile(confPath, []byte(yaml), 0o600); err != nil {
 		t.Fatal(err)
@@ -77,7 +90,10 @@ ipam:
 	if err != nil {
 		t.Fatal(err)
 	}
-	a.cmd = exec.Command("ip", "netns", "exec", ns.Name, Bin("flatnet-agent"), "--config", confPath)
+	a.cmd = exec.Command(Bin("flatnet-agent"), "--config", confPath)
+	if ns != nil {
+		a.cmd = exec.Command("ip", "netns", "exec", ns.Name, Bin("flatnet-agent"), "--config", confPath)
+	}
 	a.cmd.Stdout, a.cmd.Stderr = logFile, logFile
 	if err := a.cmd.Start(); err != nil {
 		t.Fatal(err)
@@ -121,6 +137,15 @@ func (a *Agent) Stop(t testing.TB) {
 		err := <-a.done
 		_ = err
 	}
+}
+
+// Kill ends the agent with SIGKILL, a crash, and waits for it.
+func (a *Agent) Kill() {
+	if a.cmd.ProcessState != nil {
+		return
+	}
+	_ = a.cmd.Process.Kill()
+	<-a.done
 }
 
 // Allocations lists what the agent's IPAM holds.
