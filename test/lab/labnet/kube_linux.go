@@ -208,6 +208,21 @@ spec:
 `, pod, PodNamespace, node))
 }
 
+// podRunning records in a pod's status that it runs with addrs, as the
+// kubelet does once the plugin has answered.
+func (l *Lab) podRunning(name string, addrs []netip.Addr) error {
+	var ips []string
+	for _, a := range addrs {
+		ips = append(ips, fmt.Sprintf(`{"ip":%q}`, a))
+	}
+	status := `{"status":{"phase":"Running","podIPs":[` + strings.Join(ips, ",") + `]`
+	if len(addrs) > 0 {
+		status += fmt.Sprintf(`,"podIP":%q`, addrs[0])
+	}
+	_, err := l.kube.Kubectl("patch", "pod", name, "-n", PodNamespace, "--subresource=status", "--type=merge", "-p", status+"}}")
+	return err
+}
+
 // deletePod removes a pod's object at once: no kubelet is there to confirm
 // a graceful deletion.
 func (l *Lab) deletePod(pod string) error {

@@ -96,7 +96,11 @@ func (l *Lab) AddPod(ctx context.Context, node, pod string) (_ *Pod, err error) 
 		_, _ = run("ip", "netns", "del", podNS)
 		return nil, fmt.Errorf("add pod %s on %s: %w", pod, node, err)
 	}
-	return l.Pod(node, pod)
+	p, err := l.Pod(node, pod)
+	if err == nil && l.kube != nil {
+		err = l.podRunning(KubePodName(node, pod), p.Addrs)
+	}
+	return p, err
 }
 
 // DelPod detaches a pod through the CNI plugin and removes its namespace.
