@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/spf13/cobra"
+	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/encoding/protojson"
@@ -24,32 +25,40 @@ func newIPAMShow(opts *options) *cobra.Command {
 		Short: "Show pools, claimed blocks and, with --handles, allocations",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			ctx, cancel := context.WithTimeout(cmd.Context(), opts.timeout)
-			defer cancel()
-			conn, err := ipamgrpc.Dial(opts.socket)
-			if err != nil {
-				return err
-			}
-			defer conn.Close()
-			client := ipampb.NewIPAMClient(conn)
-			usage, err := client.Usage(ctx, &ipampb.UsageRequest{})
-			if err != nil {
-				return explain(opts.socket, err)
-			}
-			var list *ipampb.ListResponse
-			if handles {
-				if list, err = client.List(ctx, &ipampb.ListRequest{}); err != nil {
+			return opts.withAgent(cmd.Context(), func(ctx context.Context, conn *grpc.ClientConn) error {
+				client := ipampb.NewIPAMClient(conn)
+				usage, err := client.Usage(ctx, &ipampb.UsageRequest{})
+				if err != nil {
 					return explain(opts.socket, err)
 				}
-			}
-			if opts.output == "json" {
-				return writeJSON(cmd.OutOrStdout(), usage, list)
-			}
-			return writeTable(cmd.OutOrStdout(), usage, list)
+				var list *ipampb.ListResponse
+				if handles {
+					if list, err = client.List(ctx, &ipampb.ListRequest{}); err != nil {
+						return explain(opts.socket, err)
+					}
+				}
+				if opts.output == "json" {
+					return writeJSON(cmd.OutOrStdout(), usage, list)
+				}
+				return writeTable(cmd.OutOrStdout(), usage, list)
+			})
 		},
 	}
 	cmd.Flags().BoolVar(&handles, "handles", false, "also list every allocation with its handle")
 	return cmd
+}
+
+// withAgent connects to the agent at --socket and calls fn with the connection
+// and a context that ends after --timeout.
+func (o *options) withAgent(ctx context.Context, fn func(context.Context, *grpc.ClientConn) error) error {
+	ctx, cancel := context.WithTimeout(ctx, o.timeout)
+	defer cancel()
+	conn, err := ipamgrpc.Dial(o.socket)
+	if err != nil {
+		return err
+	}
+	defer conn.Close()
+	return fn(ctx, conn)
 }
 
 // explain turns an unreachable agent into advice rather than a gRPC dump.

@@ -8,10 +8,10 @@ import (
 	"time"
 
 	"github.com/spf13/cobra"
+	"google.golang.org/grpc"
 	"google.golang.org/protobuf/encoding/protojson"
 
 	"github.com/flatnet-io/flatnet/agent/agentpb"
-	"github.com/flatnet-io/flatnet/ipam/ipamgrpc"
 	"github.com/flatnet-io/flatnet/ipam/ipampb"
 )
 
@@ -21,30 +21,25 @@ func newStatus(opts *options) *cobra.Command {
 		Short: "Show this node's BGP sessions, what it announces, its blocks and its route counts",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			ctx, cancel := context.WithTimeout(cmd.Context(), opts.timeout)
-			defer cancel()
-			conn, err := ipamgrpc.Dial(opts.socket)
-			if err != nil {
-				return err
-			}
-			defer conn.Close()
-			st, err := agentpb.NewAgentClient(conn).Status(ctx, &agentpb.StatusRequest{})
-			if err != nil {
-				return explain(opts.socket, err)
-			}
-			usage, err := ipampb.NewIPAMClient(conn).Usage(ctx, &ipampb.UsageRequest{})
-			if err != nil {
-				return explain(opts.socket, err)
-			}
-			if opts.output == "json" {
-				b, err := protojson.MarshalOptions{Multiline: true, EmitUnpopulated: true}.Marshal(st)
+			return opts.withAgent(cmd.Context(), func(ctx context.Context, conn *grpc.ClientConn) error {
+				st, err := agentpb.NewAgentClient(conn).Status(ctx, &agentpb.StatusRequest{})
 				if err != nil {
+					return explain(opts.socket, err)
+				}
+				usage, err := ipampb.NewIPAMClient(conn).Usage(ctx, &ipampb.UsageRequest{})
+				if err != nil {
+					return explain(opts.socket, err)
+				}
+				if opts.output == "json" {
+					b, err := protojson.MarshalOptions{Multiline: true, EmitUnpopulated: true}.Marshal(st)
+					if err != nil {
+						return err
+					}
+					_, err = fmt.Fprintln(cmd.OutOrStdout(), string(b))
 					return err
 				}
-				_, err = fmt.Fprintln(cmd.OutOrStdout(), string(b))
-				return err
-			}
-			return writeStatus(cmd.OutOrStdout(), st, usage)
+				return writeStatus(cmd.OutOrStdout(), st, usage)
+			})
 		},
 	}
 }

@@ -10,6 +10,7 @@ import (
 
 	"github.com/flatnet-io/flatnet/ipam"
 	"github.com/flatnet-io/flatnet/ipam/kubestore"
+	"github.com/flatnet-io/flatnet/ipam/storetest"
 	"github.com/flatnet-io/flatnet/kube/v1alpha1"
 	"github.com/flatnet-io/flatnet/test/harness"
 )
@@ -19,8 +20,8 @@ import (
 var kube harness.SharedKube
 
 func TestMain(m *testing.M) {
-	if os.Getenv(envChildKubeconfig) != "" { // a child of the multi-process tests
-		os.Exit(childMain())
+	if code, ok := storetest.ChildMain(allocateMany); ok { // a child of the multi-process tests
+		os.Exit(code)
 	}
 	code := m.Run()
 	kube.Stop(code != 0)

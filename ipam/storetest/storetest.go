@@ -1,6 +1,9 @@
 // Package storetest is the contract every ipam.Store must keep, as a test suite:
 // each Store implementation runs it against itself, so the allocator can rely on
-// the same compare-and-swap behaviour whatever keeps the data.
+// the same compare-and-swap behaviour whatever keeps the data. It also holds
+// the scaffolding of the multi-process tests (multiprocess.go): the test binary
+// run again as allocating children, killed or not, and the checks of what they
+// leave behind.
 package storetest
 
 import (

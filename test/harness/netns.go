@@ -33,6 +33,23 @@ func NewNetNS(t testing.TB, hint string) *NetNS {
 	return n
 }
 
+// InNS runs fn with the calling goroutine in the named network namespace (one
+// under /run/netns) and returns what fn returns; sockets made there stay there.
+func InNS[T any](name string, fn func() (T, error)) (T, error) {
+	var out T
+	h, err := ns.GetNS("/run/netns/" + name)
+	if err != nil {
+		return out, err
+	}
+	defer h.Close()
+	err = h.Do(func(ns.NetNS) error {
+		var err error
+		out, err = fn()
+		return err
+	})
+	return out, err
+}
+
 // Exec runs a command inside the namespace.
 func (n *NetNS) Exec(args ...string) (string, error) {
 	return Run("ip", append([]string{"netns", "exec", n.Name}, args...)...)

@@ -12,7 +12,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/containernetworking/plugins/pkg/ns"
+	"github.com/flatnet-io/flatnet/test/harness"
 )
 
 // The benchmarks measure the dataplane against the underlay it rides on,
@@ -182,7 +182,7 @@ func BenchmarkCrossNodeLatency(b *testing.B) {
 // pingPong echoes 64-byte messages over one TCP connection from one
 // namespace to a server in another and returns every round trip.
 func pingPong(from, to endpoint, rounds int) ([]time.Duration, error) {
-	lis, err := inNS(to.ns, func() (net.Listener, error) {
+	lis, err := harness.InNS(to.ns, func() (net.Listener, error) {
 		return net.Listen("tcp", netip.AddrPortFrom(to.addr, 0).String())
 	})
 	if err != nil {
@@ -199,7 +199,7 @@ func pingPong(from, to endpoint, rounds int) ([]time.Duration, error) {
 		_, _ = io.Copy(c, c)
 	})
 	defer wg.Wait()
-	c, err := inNS(from.ns, func() (net.Conn, error) { return net.DialTimeout("tcp", lis.Addr().String(), 3*time.Second) })
+	c, err := harness.InNS(from.ns, func() (net.Conn, error) { return net.DialTimeout("tcp", lis.Addr().String(), 3*time.Second) })
 	if err != nil {
 		return nil, err
 	}
@@ -220,22 +220,6 @@ func pingPong(from, to endpoint, rounds int) ([]time.Duration, error) {
 		}
 	}
 	return rtts, nil
-}
-
-// inNS runs fn in a named network namespace; sockets made there stay there.
-func inNS[T any](name string, fn func() (T, error)) (T, error) {
-	var out T
-	h, err := ns.GetNS("/run/netns/" + name)
-	if err != nil {
-		return out, err
-	}
-	defer h.Close()
-	err = h.Do(func(ns.NetNS) error {
-		var err error
-		out, err = fn()
-		return err
-	})
-	return out, err
 }
 
 func median[T time.Duration | float64](d []T) T {
