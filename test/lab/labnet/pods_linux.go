@@ -66,7 +66,7 @@ func (l *Lab) inNode(node string, fn func() error) error {
 
 // AddPod makes a pod namespace (and, with the kubernetes datastore, the Pod
 // object) and attaches it to a flatnet node through the CNI plugin. On
-// failure the namespace and object are removed again.
+// failure the attachment, namespace and object are removed again.
 func (l *Lab) AddPod(ctx context.Context, node, pod string) (_ *Pod, err error) {
 	if n := l.T.Topology.Nodes[node]; n == nil || n.Role != RoleFlatnet {
 		return nil, fmt.Errorf("pod %s: %s is not a flatnet node", pod, node)
@@ -100,7 +100,11 @@ func (l *Lab) AddPod(ctx context.Context, node, pod string) (_ *Pod, err error) 
 	if err == nil && l.kube != nil {
 		err = l.podRunning(KubePodName(node, pod), p.Addrs)
 	}
-	return p, err
+	if err != nil {
+		_ = l.DelPod(ctx, node, pod) // attached but unusable: detach it again
+		return nil, fmt.Errorf("add pod %s on %s: %w", pod, node, err)
+	}
+	return p, nil
 }
 
 // DelPod detaches a pod through the CNI plugin and removes its namespace.
