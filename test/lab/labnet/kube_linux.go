@@ -120,10 +120,7 @@ func (l *Lab) startKube() error {
 	if _, err := k.Kubectl("wait", "--for=condition=Established", "--timeout=60s", "crd", "--all"); err != nil {
 		return err
 	}
-	if err := k.Apply(rbac); err != nil {
-		return err
-	}
-	if err := k.Apply(fmt.Appendf(nil, "apiVersion: v1\nkind: Namespace\nmetadata: {name: %s}\n", PodNamespace)); err != nil {
+	if err := k.Apply(fmt.Appendf(rbac, "\n---\napiVersion: v1\nkind: Namespace\nmetadata: {name: %s}\n", PodNamespace)); err != nil {
 		return err
 	}
 	token, err := k.Kubectl("create", "token", "flatnet", "-n", "kube-system", "--duration="+tokenLifetime)
