@@ -76,7 +76,7 @@ func (l *Lab) startKube() error {
 	}
 	for i, n := range l.T.NodesOf(RoleFlatnet) {
 		kIf, addr := fmt.Sprintf("k8s%d", i), mgmtAddr(i).String()
-		if _, err := run("ip", "link", "add", "name", kIf, "netns", kns, "type", "veth", "peer", "name", mgmtIf, "netns", l.NS(n.Name)); err != nil {
+		if _, err := harness.Run("ip", "link", "add", "name", kIf, "netns", kns, "type", "veth", "peer", "name", mgmtIf, "netns", l.NS(n.Name)); err != nil {
 			return err
 		}
 		for _, c := range [][]string{

@@ -1,7 +1,6 @@
 package labnet
 
 import (
-	"bytes"
 	"cmp"
 	"context"
 	"encoding/json"
@@ -74,20 +73,9 @@ func (l *Lab) logf(format string, args ...any) {
 	}
 }
 
-// run runs a command and returns its output; a failure includes it.
-func run(name string, args ...string) (string, error) {
-	var out bytes.Buffer
-	cmd := exec.Command(name, args...)
-	cmd.Stdout, cmd.Stderr = &out, &out
-	if err := cmd.Run(); err != nil {
-		return out.String(), fmt.Errorf("%s %s: %w: %s", name, strings.Join(args, " "), err, strings.TrimSpace(out.String()))
-	}
-	return out.String(), nil
-}
-
 // Exec runs a command inside a node's (or pod's) namespace.
 func (l *Lab) Exec(ns string, args ...string) (string, error) {
-	return run("ip", append([]string{"netns", "exec", ns}, args...)...)
+	return harness.Run("ip", append([]string{"netns", "exec", ns}, args...)...)
 }
 
 // Up removes whatever an earlier run of the same lab left, then builds it:
@@ -117,7 +105,7 @@ func (l *Lab) Up(ctx context.Context) (err error) {
 	for _, link := range l.T.Topology.Links {
 		a, aIf, _ := strings.Cut(link.Endpoints[0], ":")
 		b, bIf, _ := strings.Cut(link.Endpoints[1], ":")
-		if _, err := run("ip", "link", "add", "name", aIf, "netns", l.NS(a), "type", "veth", "peer", "name", bIf, "netns", l.NS(b)); err != nil {
+		if _, err := harness.Run("ip", "link", "add", "name", aIf, "netns", l.NS(a), "type", "veth", "peer", "name", bIf, "netns", l.NS(b)); err != nil {
 			return err
 		}
 		for _, end := range [][2]string{{a, aIf}, {b, bIf}} {
@@ -166,7 +154,7 @@ func (l *Lab) Up(ctx context.Context) (err error) {
 
 // addNS makes a namespace with its loopback up.
 func (l *Lab) addNS(ns string) error {
-	if _, err := run("ip", "netns", "add", ns); err != nil {
+	if _, err := harness.Run("ip", "netns", "add", ns); err != nil {
 		return err
 	}
 	_, err := l.Exec(ns, "ip", "link", "set", "lo", "up")
@@ -213,7 +201,7 @@ func remove(nss []string) error {
 	for _, ns := range nss {
 		// Killed processes may take a moment to let go of the namespace.
 		for attempt := 0; ; attempt++ {
-			_, err := run("ip", "netns", "del", ns)
+			_, err := harness.Run("ip", "netns", "del", ns)
 			if err == nil || attempt == 20 {
 				if err != nil {
 					errs = append(errs, err)
@@ -240,7 +228,7 @@ func namespaces(prefix string) []string {
 
 // Pids lists the processes running in a namespace.
 func Pids(ns string) []int {
-	out, err := run("ip", "netns", "pids", ns)
+	out, err := harness.Run("ip", "netns", "pids", ns)
 	if err != nil {
 		return nil
 	}
@@ -405,7 +393,7 @@ func (l *Lab) startFRR(n *Node) error {
 	if err := os.WriteFile(filepath.Join(d, "bgpd.conf"), b, 0o640); err != nil {
 		return err
 	}
-	if _, err := run("chown", "-R", "frr:frr", d); err != nil {
+	if _, err := harness.Run("chown", "-R", "frr:frr", d); err != nil {
 		return err
 	}
 	ns := l.NS(n.Name)
@@ -438,7 +426,7 @@ func (l *Lab) startFRR(n *Node) error {
 // Vtysh runs an FRR show command on a router.
 func (l *Lab) Vtysh(node, command string) (string, error) {
 	n := l.T.Topology.Nodes[node]
-	return run("vtysh", "--vty_socket", l.frrDir(n), "-c", command)
+	return harness.Run("vtysh", "--vty_socket", l.frrDir(n), "-c", command)
 }
 
 // VtyshJSON runs a vtysh command ending in "json" and decodes its output.
@@ -474,5 +462,5 @@ func (l *Lab) startBIRD(n *Node) error {
 
 // Birdc runs a BIRD command on a router.
 func (l *Lab) Birdc(node, command string) (string, error) {
-	return run("birdc", append([]string{"-s", l.state(node, "bird", "bird.ctl")}, strings.Fields(command)...)...)
+	return harness.Run("birdc", append([]string{"-s", l.state(node, "bird", "bird.ctl")}, strings.Fields(command)...)...)
 }

@@ -15,6 +15,8 @@ import (
 	"github.com/containernetworking/cni/pkg/invoke"
 	"github.com/containernetworking/cni/pkg/version"
 	"github.com/containernetworking/plugins/pkg/ns"
+
+	"github.com/flatnet-io/flatnet/test/harness"
 )
 
 // Pod is a pod of the lab: a namespace attached to a flatnet node.
@@ -82,7 +84,7 @@ func (l *Lab) AddPod(ctx context.Context, node, pod string) (_ *Pod, err error) 
 		}()
 	}
 	podNS := l.PodNS(node, pod)
-	if _, err := run("ip", "netns", "add", podNS); err != nil {
+	if _, err := harness.Run("ip", "netns", "add", podNS); err != nil {
 		return nil, err
 	}
 	cfg, list, err := l.cni(node)
@@ -93,7 +95,7 @@ func (l *Lab) AddPod(ctx context.Context, node, pod string) (_ *Pod, err error) 
 		})
 	}
 	if err != nil {
-		_, _ = run("ip", "netns", "del", podNS)
+		_, _ = harness.Run("ip", "netns", "del", podNS)
 		return nil, fmt.Errorf("add pod %s on %s: %w", pod, node, err)
 	}
 	p, err := l.Pod(node, pod)
@@ -116,7 +118,7 @@ func (l *Lab) DelPod(ctx context.Context, node, pod string) error {
 	if err != nil {
 		return fmt.Errorf("delete pod %s on %s: %w", pod, node, err)
 	}
-	if _, err = run("ip", "netns", "del", l.PodNS(node, pod)); err != nil {
+	if _, err = harness.Run("ip", "netns", "del", l.PodNS(node, pod)); err != nil {
 		return err
 	}
 	if l.kube != nil {

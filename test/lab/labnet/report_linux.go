@@ -16,6 +16,7 @@ import (
 
 	"github.com/flatnet-io/flatnet/agent/agentpb"
 	"github.com/flatnet-io/flatnet/ipam/ipamgrpc"
+	"github.com/flatnet-io/flatnet/test/harness"
 )
 
 // Session is one BGP session as one side reports it.
@@ -272,7 +273,7 @@ func (l *Lab) Verify(ctx context.Context) ([]Check, error) {
 	if err := os.WriteFile(f, b, 0o644); err != nil {
 		return nil, err
 	}
-	out, _ := run(filepath.Join(l.Bin, "flatnetctl"), "verify", "--endpoints", f, "-o", "json")
+	out, _ := harness.Run(filepath.Join(l.Bin, "flatnetctl"), "verify", "--endpoints", f, "-o", "json")
 	var checks []Check
 	if i := strings.Index(out, "["); i >= 0 {
 		if err := json.NewDecoder(strings.NewReader(out[i:])).Decode(&checks); err != nil {
