@@ -8,7 +8,7 @@ GO       ?= go
 BIN      := $(CURDIR)/bin
 BINARIES := flatnet-agent flatnet flatnetctl
 # Debian packages the tests and the lab need; `make deps` installs the missing ones.
-DEB_PKGS := iproute2 iputils-ping protobuf-compiler libprotobuf-dev containernetworking-plugins iptables frr bird2 etcd-server iperf3
+DEB_PKGS := iproute2 iputils-ping protobuf-compiler libprotobuf-dev containernetworking-plugins iptables nftables frr bird2 etcd-server iperf3 containerd runc
 GOLANGCI_LINT_VERSION := v2.15.0
 BENCH_COUNT ?= 6
 
@@ -29,16 +29,23 @@ build: ## build the binaries into bin/
 	$(GO) build -o $(BIN)/ $(addprefix ./cmd/,$(BINARIES))
 	$(GO) build -o $(BIN)/flatnet-lab ./test/lab
 
-# The Kubernetes tests run a real kube-apiserver built from the Go module proxy
-# in its own module (test/kube/apiserver); it is cached per machine, keyed by
-# that module's go.sum, so the build (minutes) is paid once.
+# The Kubernetes tests and the real-node lab run the upstream Kubernetes
+# binaries, built from the Go module proxy in their own module
+# (test/kube/apiserver) as ONE multi-call binary, `kube` (kube-apiserver,
+# kube-controller-manager, kube-scheduler, kubelet, kube-proxy: one compile of
+# what they share, one link), with a symlink per name. It is cached per
+# machine, keyed by that module's go.sum, so the build is paid once.
+KUBE_VERSION := v1.34.2
 KUBE_CACHE ?= $(HOME)/.cache/flatnet/kube-$(shell sha256sum test/kube/apiserver/go.sum | cut -c1-12)
+KUBE_NAMES := kube-apiserver kube-controller-manager kube-scheduler kubelet kube-proxy
+KUBE_LDFLAGS := -X k8s.io/component-base/version.gitVersion=$(KUBE_VERSION) -X k8s.io/component-base/version.gitMajor=1 -X k8s.io/component-base/version.gitMinor=34 -X k8s.io/component-base/version.gitTreeState=clean
 export FLATNET_KUBE_BIN := $(KUBE_CACHE)
 
 .PHONY: kube-bins
-kube-bins: ## build kube-apiserver (and kubectl if the machine has none) once per machine
-	@test -x $(KUBE_CACHE)/kube-apiserver || { echo "building kube-apiserver into $(KUBE_CACHE) (once per machine, a few minutes)"; \
-		cd test/kube/apiserver && $(GO) build -o $(KUBE_CACHE)/.kube-apiserver.tmp ./cmd/kube-apiserver && mv $(KUBE_CACHE)/.kube-apiserver.tmp $(KUBE_CACHE)/kube-apiserver; }
+kube-bins: ## build the Kubernetes binaries (one multi-call binary) once per machine, and kubectl if the machine has none
+	@test -x $(KUBE_CACHE)/kube || { echo "building $(KUBE_NAMES) as one binary into $(KUBE_CACHE) (once per machine, minutes)"; \
+		mkdir -p $(KUBE_CACHE) && cd test/kube/apiserver && $(GO) build -trimpath -ldflags '$(KUBE_LDFLAGS)' -o $(KUBE_CACHE)/.kube.tmp ./cmd/kube && mv $(KUBE_CACHE)/.kube.tmp $(KUBE_CACHE)/kube; }
+	@for n in $(KUBE_NAMES); do test -L $(KUBE_CACHE)/$$n || ln -sf kube $(KUBE_CACHE)/$$n; done
 	@command -v kubectl >/dev/null || test -x $(KUBE_CACHE)/kubectl || { echo "building kubectl into $(KUBE_CACHE)"; \
 		cd test/kube/apiserver && $(GO) build -o $(KUBE_CACHE)/.kubectl.tmp ./cmd/kubectl && mv $(KUBE_CACHE)/.kubectl.tmp $(KUBE_CACHE)/kubectl; }
 
