@@ -105,6 +105,9 @@ type Kube struct {
 	Dir        string // certificates, tokens, data and logs
 	CAFile     string // the CA that signed the server's certificate
 	Kubeconfig string // admin kubeconfig, for kubectl --kubeconfig
+	// ServiceAccountKey is the private key ServiceAccount tokens are
+	// signed with.
+	ServiceAccountKey string
 
 	opts  KubeOptions
 	root  string // Dir's parent, with the logs of failed start attempts
@@ -127,6 +130,14 @@ type KubeOptions struct {
 	// Detach leaves the servers running after this process ends (the lab);
 	// otherwise they die with it.
 	Detach bool
+	// Nodes makes the server fit for real nodes: the ServiceAccount
+	// admission plugin on (pods get their token volume; a controller-manager
+	// must then make the default ServiceAccounts), the Node authorizer before
+	// RBAC, and Tokens added to the static token file.
+	Nodes bool
+	// Tokens are lines of the static token file besides the admin's:
+	// token,user,uid,"group1,group2".
+	Tokens []string
 }
 
 // StartKubeServer starts etcd and kube-apiserver in dir, a directory of
@@ -240,7 +251,7 @@ func tryStartKube(dir string, opts KubeOptions) (*Kube, error) {
 	if err != nil {
 		return nil, fmt.Errorf("start kube: %w", err)
 	}
-	k.caPEM = pki.caPEM
+	k.caPEM, k.ServiceAccountKey = pki.caPEM, pki.saKey
 	ports := []int{2379, 2380, 6443} // a namespace of their own
 	if opts.NetNS == "" {
 		if ports, err = freePorts(3); err != nil {
@@ -266,22 +277,30 @@ func tryStartKube(dir string, opts KubeOptions) (*Kube, error) {
 	}
 
 	tokens := filepath.Join(dir, "tokens.csv")
-	if err := os.WriteFile(tokens, []byte(AdminToken+`,admin,admin,"system:masters"`+"\n"), 0o600); err != nil {
+	tokenLines := append([]string{AdminToken + `,admin,admin,"system:masters"`}, opts.Tokens...)
+	if err := os.WriteFile(tokens, []byte(strings.Join(tokenLines, "\n")+"\n"), 0o600); err != nil {
 		k.Stop()
 		return nil, err
+	}
+	authz, admission := "--authorization-mode=RBAC", "--disable-admission-plugins=ServiceAccount"
+	if opts.Nodes {
+		authz, admission = "--authorization-mode=Node,RBAC", "--enable-admission-plugins=NodeRestriction"
 	}
 	if err := k.spawn("kube-apiserver", tools["kube-apiserver"],
 		"--etcd-servers="+etcdURL,
 		"--bind-address="+opts.Address.String(), "--advertise-address="+opts.Address.String(), fmt.Sprintf("--secure-port=%d", ports[2]),
 		"--tls-cert-file="+pki.serverCert, "--tls-private-key-file="+pki.serverKey,
-		"--token-auth-file="+tokens, "--authorization-mode=RBAC",
+		"--token-auth-file="+tokens, authz,
 		"--service-account-issuer=https://kubernetes.default.svc.cluster.local",
 		"--service-account-key-file="+pki.saPub, "--service-account-signing-key-file="+pki.saKey,
 		"--service-cluster-ip-range=10.96.0.0/16",
 		"--allow-privileged=true",
-		// No controller manager creates namespaces' default ServiceAccount, so
-		// the admission plugin that requires it would refuse every test pod.
-		"--disable-admission-plugins=ServiceAccount",
+		// Without a controller manager (Nodes false), nothing creates the
+		// namespaces' default ServiceAccount, so the admission plugin that
+		// requires it would refuse every test pod.
+		admission,
+		// kubectl logs and exec reach kubelets at the address the lab routes.
+		"--kubelet-preferred-address-types=InternalIP",
 		"--profiling=false", "--v=0",
 	); err != nil {
 		k.Stop()
