@@ -69,14 +69,13 @@ current-context: lab
 func (n *Node) kubeletConfig() string {
 	return fmt.Sprintf(`apiVersion: kubelet.config.k8s.io/v1beta1
 kind: KubeletConfiguration
-address: %[1]s
 readOnlyPort: 0
 healthzBindAddress: 127.0.0.1
-containerRuntimeEndpoint: unix://%[2]s
+containerRuntimeEndpoint: unix://%[1]s
 # No systemd; cgroup v1. A root of its own: two kubelets on one machine would
 # both use /kubepods.
 cgroupDriver: cgroupfs
-cgroupRoot: %[3]s
+cgroupRoot: %[2]s
 failSwapOn: false
 # The kubelet would set vm.overcommit_memory, kernel.panic and
 # kernel.panic_on_oops on the shared host; it checks them instead, and the
@@ -85,14 +84,14 @@ protectKernelDefaults: true
 authentication:
   anonymous: {enabled: false}
   webhook: {enabled: true}
-  x509: {clientCAFile: %[4]q}
+  x509: {clientCAFile: %[3]q}
 authorization: {mode: Webhook}
 clusterDomain: cluster.local
-clusterDNS: [%[5]s]
+clusterDNS: [%[4]s]
 # Pods with dnsPolicy Default get no host resolvers: there is no upstream DNS.
 resolvConf: ""
 # Not the host's /usr/libexec/kubernetes.
-volumePluginDir: %[6]q
+volumePluginDir: %[5]q
 # The machine is shared: never evict the lab's pods for the host's disk or memory.
 evictionHard: {memory.available: "1Mi", nodefs.available: "1%%", nodefs.inodesFree: "1%%", imagefs.available: "1%%"}
 imageGCHighThresholdPercent: 100
@@ -100,7 +99,7 @@ imageGCLowThresholdPercent: 99
 serializeImagePulls: false
 localStorageCapacityIsolation: false
 shutdownGracePeriod: 0s
-`, n.NodeIP, n.Socket(), n.CgroupRoot, n.CAFile, n.ClusterDNS, n.path("volume-plugins"))
+`, n.Socket(), n.CgroupRoot, n.CAFile, n.ClusterDNS, n.path("volume-plugins"))
 }
 
 // kubeProxyConfig is the KubeProxyConfiguration: nftables mode.

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net/netip"
 	"os"
 	"os/exec"
 	"os/signal"
@@ -87,7 +88,7 @@ func runInit(log *slog.Logger, dir string) error {
 		"--config=" + n.path("kubelet.yaml"),
 		"--kubeconfig=" + n.path("kubelet.kubeconfig"),
 		"--hostname-override=" + n.Name,
-		"--node-ip=" + n.NodeIP.String(),
+		"--node-ip=" + joinAddrs(n.NodeIPs),
 		"--cert-dir=" + n.path("kubelet-pki"), // not the host's /var/lib/kubelet/pki
 		"--v=1",
 	}
@@ -227,4 +228,12 @@ func (n *Node) waitContainerd(procs map[int]string) error {
 		case <-time.After(100 * time.Millisecond):
 		}
 	}
+}
+
+func joinAddrs(addrs []netip.Addr) string {
+	s := make([]string, len(addrs))
+	for i, a := range addrs {
+		s[i] = a.String()
+	}
+	return strings.Join(s, ",")
 }

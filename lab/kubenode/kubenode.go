@@ -42,8 +42,9 @@ type Node struct {
 	// CgroupRoot is the kubelet's cgroup root, unique on the machine
 	// (two kubelets would share /kubepods): e.g. /flatnet-lab-<lab>-<node>.
 	CgroupRoot string `json:"cgroupRoot"`
-	// NodeIP is the node's address: the Node object's InternalIP.
-	NodeIP netip.Addr `json:"nodeIP"`
+	// NodeIPs are the node's addresses, one per family at most: the Node
+	// object's InternalIPs.
+	NodeIPs []netip.Addr `json:"nodeIPs"`
 	// Server is the API server's URL, CAFile its CA; KubeletToken and
 	// ProxyToken authenticate the kubelet (as system:node:<Name>) and
 	// kube-proxy (as system:kube-proxy).
@@ -117,8 +118,8 @@ func (n *Node) validate() error {
 	if !strings.HasPrefix(n.CgroupRoot, "/") || strings.Count(n.CgroupRoot, "/") != 1 {
 		errs = append(errs, fmt.Errorf("cgroupRoot %q: want /<name>", n.CgroupRoot))
 	}
-	if !n.NodeIP.IsValid() {
-		errs = append(errs, errors.New("nodeIP: not set"))
+	if len(n.NodeIPs) == 0 || len(n.NodeIPs) > 2 {
+		errs = append(errs, fmt.Errorf("nodeIPs %v: want one or two (one per family)", n.NodeIPs))
 	}
 	for _, f := range []string{n.NetNS, n.CAFile, filepath.Join(n.KubeBin, "kubelet"), filepath.Join(n.KubeBin, "kube-proxy"), ContainerdPath, CtrPath, RuncPath} {
 		if _, err := os.Stat(f); err != nil {

@@ -66,7 +66,7 @@ func TestPrivilegedNode(t *testing.T) {
 	}
 	n := &kubenode.Node{
 		Name: nodeName, NetNS: "/run/netns/" + nodeNS.Name, Dir: dir,
-		CgroupRoot: "/" + filepath.Base(dir), NodeIP: nodeAddr,
+		CgroupRoot: "/" + filepath.Base(dir), NodeIPs: []netip.Addr{nodeAddr},
 		Server: k.URL, CAFile: k.CAFile, KubeletToken: kubeletToken, ProxyToken: proxyToken,
 		KubeBin: harness.KubeBinDir(), ClusterCIDRs: []netip.Prefix{netip.MustParsePrefix("10.88.0.0/16")},
 		ClusterDNS: netip.MustParseAddr("10.96.0.10"), CNIBinSeed: "/usr/lib/cni", Images: images,
@@ -119,6 +119,15 @@ spec:
 	}
 	if out, err := nodeNS.Exec("ping", "-c1", "-W2", ip); err != nil {
 		t.Fatalf("node → pod %s: %v: %s", ip, err, out)
+	}
+	pods, err := n.PodNetNS()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if path, ok := pods[netip.MustParseAddr(ip)]; !ok {
+		t.Errorf("PodNetNS: no namespace with the pod's address %s: %v", ip, pods)
+	} else if out, err := harness.Run("nsenter", "--net="+path, "ping", "-c1", "-W2", nodeAddr.String()); err != nil {
+		t.Errorf("pod → node from %s: %v: %s", path, err, out)
 	}
 	if err := n.Stop(); err != nil {
 		t.Fatal(err)

@@ -4,13 +4,17 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
+	"net/netip"
 	"os"
 	"os/exec"
 	"strconv"
+	"strings"
 	"syscall"
 	"time"
 
+	"github.com/containernetworking/plugins/pkg/netlinksafe"
 	"github.com/containernetworking/plugins/pkg/ns"
+	"github.com/vishvananda/netlink"
 )
 
 // InitArg is the first argument under which a binary that calls MaybeInit
@@ -121,4 +125,98 @@ func (n *Node) Command(name string, args ...string) (*exec.Cmd, error) {
 		return nil, fmt.Errorf("node %s: not running: %w", n.Name, err)
 	}
 	return exec.Command("nsenter", append([]string{"--target", strconv.Itoa(pid), "--mount", "--net", "--pid", "--", name}, args...)...), nil
+}
+
+// PodNetNS returns, for each network namespace of the node's pods, a path
+// that opens it from the host (/proc/<pid>/ns/net of a process in it),
+// keyed by the addresses in it (global ones, lo's excluded). The pods'
+// namespaces are containerd's, mounted in the node's own mount namespace:
+// the host reaches them through their processes.
+func (n *Node) PodNetNS() (map[netip.Addr]string, error) {
+	initPid, err := n.pid()
+	if err != nil {
+		return nil, fmt.Errorf("node %s: not running: %w", n.Name, err)
+	}
+	nodeNet, err := os.Readlink(fmt.Sprintf("/proc/%d/ns/net", initPid))
+	if err != nil {
+		return nil, err
+	}
+	procs, err := os.ReadDir("/proc")
+	if err != nil {
+		return nil, err
+	}
+	parent := map[int]int{}
+	for _, p := range procs {
+		pid, err := strconv.Atoi(p.Name())
+		if err != nil {
+			continue
+		}
+		if pp, err := ppid(pid); err == nil {
+			parent[pid] = pp
+		}
+	}
+	descends := func(pid int) bool {
+		for i := 0; i < 64 && pid > 1; i++ {
+			if pid = parent[pid]; pid == initPid {
+				return true
+			}
+		}
+		return false
+	}
+	seen := map[string]bool{nodeNet: true}
+	out := map[netip.Addr]string{}
+	for pid := range parent {
+		if !descends(pid) {
+			continue
+		}
+		path := fmt.Sprintf("/proc/%d/ns/net", pid)
+		id, err := os.Readlink(path)
+		if err != nil || seen[id] {
+			continue
+		}
+		seen[id] = true
+		addrs, err := nsAddrs(path)
+		if err != nil {
+			continue // the process is gone
+		}
+		for _, a := range addrs {
+			out[a] = path
+		}
+	}
+	return out, nil
+}
+
+func ppid(pid int) (int, error) {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return 0, err
+	}
+	i := bytes.LastIndexByte(b, ')')
+	if i < 0 {
+		return 0, errors.New("bad stat")
+	}
+	f := strings.Fields(string(b[i+1:]))
+	if len(f) < 2 {
+		return 0, errors.New("bad stat")
+	}
+	return strconv.Atoi(f[1])
+}
+
+// nsAddrs lists the global addresses in a network namespace.
+func nsAddrs(path string) ([]netip.Addr, error) {
+	var out []netip.Addr
+	err := ns.WithNetNSPath(path, func(ns.NetNS) error {
+		addrs, err := netlinksafe.AddrList(nil, netlink.FAMILY_ALL)
+		if err != nil {
+			return err
+		}
+		for _, a := range addrs {
+			ip, ok := netip.AddrFromSlice(a.IP)
+			if ok && ip.Unmap().IsGlobalUnicast() {
+				out = append(out, ip.Unmap())
+			}
+		}
+		return nil
+	})
+	return out, err
 }
