@@ -1,4 +1,4 @@
-package labnet
+package lab
 
 import (
 	"context"
@@ -16,7 +16,9 @@ import (
 
 	"github.com/flatnet-io/flatnet/agent/agentpb"
 	"github.com/flatnet-io/flatnet/ipam/ipamgrpc"
-	"github.com/flatnet-io/flatnet/test/harness"
+	"github.com/flatnet-io/flatnet/lab/netns"
+	"github.com/flatnet-io/flatnet/lab/router"
+	"github.com/flatnet-io/flatnet/lab/topology"
 )
 
 // Session is one BGP session as one side reports it.
@@ -80,7 +82,7 @@ func (l *Lab) Report(ctx context.Context, wait time.Duration) (*Report, error) {
 
 // routeProto is the kernel route protocol of the routes each role installs
 // from BGP: flatnet's 75, FRR's zebra "bgp", BIRD's "bird".
-var routeProto = map[Role]string{RoleFlatnet: "75", RoleFRR: "bgp", RoleBIRD: "bird"}
+var routeProto = map[topology.Role]string{topology.RoleFlatnet: "75", topology.RoleFRR: "bgp", topology.RoleBIRD: "bird"}
 
 // LearnedRoutes lists the routes a node installed in its kernel from BGP, as
 // `ip route` prints them, IPv4 then IPv6; for a flatnet node its blackholes
@@ -107,7 +109,7 @@ func (l *Lab) Sessions(ctx context.Context) []Session {
 	var out []Session
 	for _, n := range l.T.Nodes() {
 		switch n.Role {
-		case RoleFlatnet:
+		case topology.RoleFlatnet:
 			st, err := l.AgentStatus(ctx, n.Name)
 			if err != nil {
 				out = append(out, Session{Node: n.Name, Peer: "-", State: "agent: " + err.Error()})
@@ -117,81 +119,24 @@ func (l *Lab) Sessions(ctx context.Context) []Session {
 				out = append(out, Session{Node: n.Name, Peer: fmt.Sprintf("%s (%s AS%d)", p.GetName(), p.GetAddress(), p.GetAsn()),
 					State: p.GetState(), Received: int64(p.GetAccepted())})
 			}
-		case RoleFRR:
-			var sum map[string]struct {
-				Peers map[string]struct {
-					RemoteAs int64  `json:"remoteAs"`
-					State    string `json:"state"`
-					PfxRcd   int64  `json:"pfxRcd"`
-				} `json:"peers"`
+		case topology.RoleFRR, topology.RoleBIRD:
+			var sessions []router.Session
+			var err error
+			if n.Role == topology.RoleFRR {
+				sessions, err = router.FRRSessions(l.frrDir(n.Name))
+			} else {
+				sessions, err = router.BIRDSessions(l.birdDir(n.Name))
 			}
-			if err := l.VtyshJSON(n.Name, "show bgp summary json", &sum); err != nil {
-				out = append(out, Session{Node: n.Name, Peer: "-", State: "vtysh: " + err.Error()})
-				continue
-			}
-			for _, af := range []string{"ipv4Unicast", "ipv6Unicast"} {
-				for addr, p := range sum[af].Peers {
-					out = append(out, Session{Node: n.Name, Peer: fmt.Sprintf("%s AS%d %s", addr, p.RemoteAs, af), State: strings.ToLower(p.State), Received: p.PfxRcd})
-				}
-			}
-		case RoleBIRD:
-			o, err := l.Birdc(n.Name, "show protocols all")
 			if err != nil {
-				out = append(out, Session{Node: n.Name, Peer: "-", State: "birdc: " + err.Error()})
+				out = append(out, Session{Node: n.Name, Peer: "-", State: err.Error()})
 				continue
 			}
-			out = append(out, birdSessions(n.Name, o)...)
+			for _, s := range sessions {
+				out = append(out, Session{Node: n.Name, Peer: s.Peer, State: s.State, Received: s.Received})
+			}
 		}
 	}
 	return out
-}
-
-// birdSessions reads the BGP protocols out of `birdc show protocols all`: a
-// header line per protocol ("node1 BGP --- up 12:00:00 Established"), then
-// indented details, among them the neighbour, its AS and, per channel,
-// "Routes: 1 imported, 2 exported, 1 preferred".
-func birdSessions(node, out string) []Session {
-	var sessions []Session
-	var cur *Session
-	var addr, asn string
-	flush := func() {
-		if cur != nil {
-			if addr != "" {
-				cur.Peer = fmt.Sprintf("%s (%s AS%s)", cur.Peer, addr, asn)
-			}
-			sessions = append(sessions, *cur)
-		}
-		cur, addr, asn = nil, "", ""
-	}
-	for _, line := range strings.Split(out, "\n") {
-		f := strings.Fields(line)
-		if len(f) == 0 {
-			continue
-		}
-		if line[0] != ' ' && line[0] != '\t' {
-			flush()
-			if len(f) >= 6 && f[1] == "BGP" {
-				cur = &Session{Node: node, Peer: f[0], State: strings.ToLower(f[5])}
-			}
-			continue
-		}
-		if cur == nil {
-			continue
-		}
-		switch {
-		case len(f) == 3 && f[0] == "Neighbor" && f[1] == "address:":
-			addr = f[2]
-		case len(f) == 3 && f[0] == "Neighbor" && f[1] == "AS:":
-			asn = f[2]
-		case len(f) >= 3 && f[0] == "Routes:" && f[2] == "imported,":
-			var n int64
-			if _, err := fmt.Sscan(f[1], &n); err == nil {
-				cur.Received += n
-			}
-		}
-	}
-	flush()
-	return sessions
 }
 
 // AgentStatus asks a flatnet node's agent for its status.
@@ -218,7 +163,7 @@ type endpoint struct {
 // Endpoints lists the lab's pods and flatnet nodes for verify.
 func (l *Lab) Endpoints() ([]endpoint, error) {
 	var eps []endpoint
-	for _, n := range l.T.NodesOf(RoleFlatnet) {
+	for _, n := range l.T.NodesOf(topology.RoleFlatnet) {
 		addrs, err := l.globalAddrs(l.NS(n.Name))
 		if err != nil {
 			return nil, err
@@ -273,7 +218,7 @@ func (l *Lab) Verify(ctx context.Context) ([]Check, error) {
 	if err := os.WriteFile(f, b, 0o644); err != nil {
 		return nil, err
 	}
-	out, _ := harness.Run(filepath.Join(l.Bin, "flatnetctl"), "verify", "--endpoints", f, "-o", "json")
+	out, _ := netns.Run(filepath.Join(l.Bin, "flatnetctl"), "verify", "--endpoints", f, "-o", "json")
 	var checks []Check
 	if i := strings.Index(out, "["); i >= 0 {
 		if err := json.NewDecoder(strings.NewReader(out[i:])).Decode(&checks); err != nil {
