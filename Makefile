@@ -6,7 +6,7 @@ SHELL := /usr/bin/env bash
 
 GO       ?= go
 BIN      := $(CURDIR)/bin
-BINARIES := flatnet-agent flatnet flatnetctl
+BINARIES := flatnet-agent flatnet flatnetctl flatnet-lab
 # Debian packages the tests and the lab need; `make deps` installs the missing ones.
 DEB_PKGS := iproute2 iputils-ping protobuf-compiler libprotobuf-dev containernetworking-plugins iptables nftables frr bird2 etcd-server iperf3 containerd runc
 GOLANGCI_LINT_VERSION := v2.15.0
@@ -27,7 +27,6 @@ deps: ## install the missing Debian packages the tests and the lab need (root)
 .PHONY: build
 build: ## build the binaries into bin/
 	$(GO) build -o $(BIN)/ $(addprefix ./cmd/,$(BINARIES))
-	$(GO) build -o $(BIN)/flatnet-lab ./test/lab
 
 # The Kubernetes tests and the real-node lab run the upstream Kubernetes
 # binaries, built from the Go module proxy in their own module

@@ -7,6 +7,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/flatnet-io/flatnet/lab/netns"
 	"github.com/flatnet-io/flatnet/test/harness"
 )
 
@@ -53,7 +54,7 @@ func BenchmarkCNI(b *testing.B) {
 				adds, dels = append(adds, t1.Sub(t0)), append(dels, time.Since(t1))
 				b.StopTimer()
 				p.Close()
-				_, _ = harness.Run("ip", "netns", "del", p.Name)
+				_, _ = netns.Run("ip", "netns", "del", p.Name)
 				b.StartTimer()
 			}
 			reportQuantiles(b, "add", adds)
@@ -89,7 +90,7 @@ func BenchmarkCNI(b *testing.B) {
 				wg.Wait()
 				for _, p := range pods {
 					p.Close()
-					_, _ = harness.Run("ip", "netns", "del", p.Name)
+					_, _ = netns.Run("ip", "netns", "del", p.Name)
 				}
 				b.StartTimer()
 			}

@@ -2,7 +2,7 @@
 // the CRDs (crds/), RBAC (rbac.yaml), the DaemonSet (daemonset.yaml), the
 // agent's configuration on a cluster (agent/flatnet.yaml) and the image
 // (image/Dockerfile) — and the tests that apply them to a real API server.
-// Its only Go code hands the CRDs and RBAC to the lab (test/lab), which
+// Its only Go code hands the CRDs and RBAC to the lab (package lab), which
 // installs them into its own API server.
 package deploy
 

@@ -9,7 +9,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/flatnet-io/flatnet/lab/controlplane"
 	"github.com/flatnet-io/flatnet/lab/kubenode"
+	"github.com/flatnet-io/flatnet/lab/netns"
 	"github.com/flatnet-io/flatnet/test/harness"
 )
 
@@ -42,11 +44,11 @@ func TestPrivilegedNode(t *testing.T) {
 
 	const nodeName = "knode-1"
 	kubeletToken, proxyToken := "kubelet-"+nodeName, "kube-proxy"
-	k, err := harness.StartKubeServer(t.TempDir(), harness.KubeOptions{
-		NetNS: apiNS.Name, Address: apiAddr, Nodes: true,
-		Tokens: []string{
-			kubeletToken + ",system:node:" + nodeName + ",node-" + nodeName + `,"system:nodes"`,
-			proxyToken + ",system:kube-proxy,kube-proxy",
+	k, err := controlplane.Start(t.TempDir(), controlplane.Options{
+		BinDir: harness.KubeBinDir(), NetNS: apiNS.Name, Address: apiAddr, Nodes: true,
+		Tokens: []controlplane.Token{
+			{Token: kubeletToken, User: "system:node:" + nodeName, Groups: []string{"system:nodes"}},
+			{Token: proxyToken, User: "system:kube-proxy"},
 		},
 	})
 	if err != nil {
@@ -54,7 +56,7 @@ func TestPrivilegedNode(t *testing.T) {
 	}
 	t.Cleanup(k.Stop)
 	cp := &kubenode.ControlPlane{NetNS: apiNS.Name, Dir: t.TempDir(), KubeBin: harness.KubeBinDir(),
-		Server: k.URL, CAFile: k.CAFile, Token: harness.AdminToken, ServiceAccountKey: k.ServiceAccountKey}
+		Server: k.URL, CAFile: k.CAFile, Token: controlplane.AdminToken, ServiceAccountKey: k.PKI.ServiceAccountKey}
 	if err := kubenode.StartControlPlane(cp); err != nil {
 		t.Fatal(err)
 	}
@@ -102,7 +104,7 @@ func TestPrivilegedNode(t *testing.T) {
 	}
 
 	waitObject(t, k, "node/"+nodeName)
-	k.MustKubectl(t, "wait", "--for=condition=Ready", "--timeout=120s", "node/"+nodeName)
+	mustKubectl(t, k, "wait", "--for=condition=Ready", "--timeout=120s", "node/"+nodeName)
 	waitObject(t, k, "serviceaccount/default")
 	if err := k.Apply([]byte(`apiVersion: v1
 kind: Pod
@@ -112,8 +114,8 @@ spec:
 `)); err != nil {
 		t.Fatal(err)
 	}
-	k.MustKubectl(t, "wait", "--for=condition=Ready", "--timeout=120s", "-n", "default", "pod/p")
-	ip := strings.TrimSpace(k.MustKubectl(t, "get", "pod", "p", "-n", "default", "-o", "jsonpath={.status.podIP}"))
+	mustKubectl(t, k, "wait", "--for=condition=Ready", "--timeout=120s", "-n", "default", "pod/p")
+	ip := strings.TrimSpace(mustKubectl(t, k, "get", "pod", "p", "-n", "default", "-o", "jsonpath={.status.podIP}"))
 	if !strings.HasPrefix(ip, "10.88.0.") {
 		t.Fatalf("pod IP %q, want one from host-local's 10.88.0.0/24", ip)
 	}
@@ -126,7 +128,7 @@ spec:
 	}
 	if path, ok := pods[netip.MustParseAddr(ip)]; !ok {
 		t.Errorf("PodNetNS: no namespace with the pod's address %s: %v", ip, pods)
-	} else if out, err := harness.Run("nsenter", "--net="+path, "ping", "-c1", "-W2", nodeAddr.String()); err != nil {
+	} else if out, err := netns.Run("nsenter", "--net="+path, "ping", "-c1", "-W2", nodeAddr.String()); err != nil {
 		t.Errorf("pod → node from %s: %v: %s", path, err, out)
 	}
 	if err := n.Stop(); err != nil {
@@ -155,7 +157,7 @@ spec:
 
 // waitObject waits until the object exists: kubectl wait fails at once on
 // one that does not.
-func waitObject(t *testing.T, k *harness.Kube, obj string) {
+func waitObject(t *testing.T, k *controlplane.Server, obj string) {
 	t.Helper()
 	deadline := time.Now().Add(2 * time.Minute)
 	for {
@@ -168,6 +170,15 @@ func waitObject(t *testing.T, k *harness.Kube, obj string) {
 		}
 		time.Sleep(200 * time.Millisecond)
 	}
+}
+
+func mustKubectl(t *testing.T, k *controlplane.Server, args ...string) string {
+	t.Helper()
+	out, err := k.Kubectl(args...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return out
 }
 
 func requireNodeTools(t *testing.T) {

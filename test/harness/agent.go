@@ -3,17 +3,15 @@ package harness
 import (
 	"context"
 	"fmt"
-	"net"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
-	"syscall"
 	"testing"
 	"time"
 
 	"github.com/flatnet-io/flatnet/ipam/ipamgrpc"
 	"github.com/flatnet-io/flatnet/ipam/ipampb"
+	"github.com/flatnet-io/flatnet/lab/netns"
 )
 
 // Pool is an IPAM pool for an agent's configuration.
@@ -40,13 +38,12 @@ type AgentConfig struct {
 type Agent struct {
 	Socket  string
 	LogPath string
-	cmd     *exec.Cmd
-	done    chan error
+	proc    *netns.Process
 }
 
 // StartAgent runs bin/flatnet-agent inside ns (nil: in this process's
-// namespace, with no health endpoint, so that several can run) and waits
-// until it serves.
+// namespace, with no health endpoint, so that several can run), waits until
+// it serves, and stops it when t ends.
 func StartAgent(t testing.TB, ns *NetNS, cfg AgentConfig) *Agent {
 	t.Helper()
 	// A short directory: unix socket paths end at 107 bytes.
@@ -67,9 +64,11 @@ func StartAgent(t testing.TB, ns *NetNS, cfg AgentConfig) *Agent {
 		// Test allocations name no pods: the garbage collector leaves them.
 		datastore = fmt.Sprintf("{type: kubernetes, kubernetes: {kubeconfig: %s}}", cfg.Kubeconfig)
 	}
-	health := "127.0.0.1:9797"
+	health, nsName := "127.0.0.1:9797", ""
 	if ns == nil {
 		health = ""
+	} else {
+		nsName = ns.Name
 	}
 	yaml := fmt.Sprintf(`nodeName: %s
 log: {level: debug, format: text}
@@ -85,20 +84,11 @@ ipam:
 	if err := os.WriteFile(confPath, []byte(yaml), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	a := &Agent{Socket: filepath.Join(dir, "flatnet.sock"), LogPath: filepath.Join(dir, "agent.log"), done: make(chan error, 1)}
-	logFile, err := os.Create(a.LogPath)
+	a := &Agent{Socket: filepath.Join(dir, "flatnet.sock"), LogPath: filepath.Join(dir, "agent.log")}
+	a.proc, err = netns.Start(netns.Options{NetNS: nsName, Log: a.LogPath}, Bin("flatnet-agent"), "--config", confPath)
 	if err != nil {
 		t.Fatal(err)
 	}
-	a.cmd = exec.Command(Bin("flatnet-agent"), "--config", confPath)
-	if ns != nil {
-		a.cmd = exec.Command("ip", "netns", "exec", ns.Name, Bin("flatnet-agent"), "--config", confPath)
-	}
-	a.cmd.Stdout, a.cmd.Stderr = logFile, logFile
-	if err := a.cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	go func() { a.done <- a.cmd.Wait(); logFile.Close() }()
 	t.Cleanup(func() {
 		a.Stop(t)
 		if t.Failed() {
@@ -106,48 +96,20 @@ ipam:
 			t.Logf("agent %s log:\n%s", cfg.Node, b)
 		}
 	})
-	for deadline := time.Now().Add(15 * time.Second); ; time.Sleep(10 * time.Millisecond) {
-		if c, err := net.Dial("unix", a.Socket); err == nil {
-			c.Close()
-			return a
-		}
-		select {
-		case err := <-a.done:
-			b, _ := os.ReadFile(a.LogPath)
-			t.Fatalf("agent exited before serving: %v\n%s", err, b)
-		default:
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("agent did not serve on %s", a.Socket)
-		}
+	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
+	defer cancel()
+	if err := a.proc.Await(ctx, "serving on "+a.Socket, netns.Serving(a.Socket)); err != nil {
+		t.Fatal(err)
 	}
+	return a
 }
 
-// Stop ends the agent with SIGTERM and waits for it; stopping twice is fine.
-func (a *Agent) Stop(t testing.TB) {
-	if a.cmd.ProcessState != nil {
-		return
-	}
-	_ = a.cmd.Process.Signal(syscall.SIGTERM)
-	select {
-	case err := <-a.done:
-		_ = err // a signalled process exits with an error; that is the point
-	case <-time.After(10 * time.Second):
-		_ = a.cmd.Process.Kill()
-		err := <-a.done
-		_ = err
-	}
-}
+// Stop ends the agent with SIGTERM (SIGKILL after 10 s) and waits for it;
+// stopping twice is fine.
+func (a *Agent) Stop(t testing.TB) { a.proc.Stop(10 * time.Second) }
 
 // Kill ends the agent with SIGKILL, a crash, and waits for it.
-func (a *Agent) Kill() {
-	if a.cmd.ProcessState != nil {
-		return
-	}
-	_ = a.cmd.Process.Kill()
-	err := <-a.done
-	_ = err // killed: it exits with an error
-}
+func (a *Agent) Kill() { a.proc.Kill() }
 
 // Allocations lists what the agent's IPAM holds.
 func (a *Agent) Allocations(t testing.TB) []*ipampb.Allocation {

@@ -1,14 +1,15 @@
-// Package harness runs flatnet's real parts for privileged tests: network
-// namespaces as nodes and pods, the built flatnet-agent inside a node, and the
-// CNI plugin called through libcni as a container runtime calls it. It holds no
-// fakes, and it must never touch anything outside the namespaces it made.
+// Package harness adapts the lab's parts (lab/netns, lab/cniruntime,
+// lab/controlplane) to privileged tests: thin testing.TB wrappers that fail
+// the test on an error and clean up with t.Cleanup, plus what only tests
+// need — Require, names unique to a test process, a flatnet-agent with a
+// test's configuration. It holds no fakes, and it must never touch anything
+// outside the namespaces it made.
 //
 // Privileged tests call Require first: outside CI it skips a test that lacks
 // root or a tool; in CI (CI=true) it fails it, because a skipped test has not run.
 package harness
 
 import (
-	"bytes"
 	"fmt"
 	"os"
 	"os/exec"
@@ -18,6 +19,8 @@ import (
 	"strings"
 	"sync/atomic"
 	"testing"
+
+	"github.com/flatnet-io/flatnet/lab/netns"
 )
 
 // Require stops t unless it runs as root with every tool on PATH (or at an
@@ -72,39 +75,20 @@ func Name(hint string) string {
 // SweepLeftovers deletes the namespaces that earlier test processes made and
 // did not remove (they crashed or were killed), leaving live runs' alone.
 func SweepLeftovers() {
-	entries, _ := os.ReadDir("/run/netns")
-	for _, e := range entries {
-		rest, ok := strings.CutPrefix(e.Name(), "ft")
-		if !ok {
-			continue
-		}
-		pidStr, _, ok := strings.Cut(rest, "-")
+	for _, name := range netns.List("ft") {
+		pidStr, _, ok := strings.Cut(strings.TrimPrefix(name, "ft"), "-")
 		pid, err := strconv.Atoi(pidStr)
-		if !ok || err != nil || pid == os.Getpid() {
+		if !ok || err != nil || pid == os.Getpid() || netns.ProcessAlive(pid) {
 			continue
 		}
-		if _, err := os.Stat(fmt.Sprintf("/proc/%d", pid)); err == nil {
-			continue
-		}
-		_ = exec.Command("ip", "netns", "del", e.Name()).Run()
+		_, _ = netns.Run("ip", "netns", "del", name)
 	}
 }
 
-// Run runs a command and returns its combined output; a failure includes it.
-func Run(name string, args ...string) (string, error) {
-	var out bytes.Buffer
-	cmd := exec.Command(name, args...)
-	cmd.Stdout, cmd.Stderr = &out, &out
-	if err := cmd.Run(); err != nil {
-		return out.String(), fmt.Errorf("%s %s: %w: %s", name, strings.Join(args, " "), err, strings.TrimSpace(out.String()))
-	}
-	return out.String(), nil
-}
-
-// MustRun is Run that fails t.
+// MustRun runs a command (netns.Run) and fails t if it fails.
 func MustRun(t testing.TB, name string, args ...string) string {
 	t.Helper()
-	out, err := Run(name, args...)
+	out, err := netns.Run(name, args...)
 	if err != nil {
 		t.Fatal(err)
 	}

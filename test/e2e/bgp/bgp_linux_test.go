@@ -17,8 +17,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/flatnet-io/flatnet/lab"
+	"github.com/flatnet-io/flatnet/lab/topology"
 	"github.com/flatnet-io/flatnet/test/harness"
-	"github.com/flatnet-io/flatnet/test/lab/labnet"
 )
 
 // labName is this test process's lab; the namespaces are flab-<labName>-*.
@@ -31,14 +32,14 @@ func TestMain(m *testing.M) {
 
 // sweepDeadLabs removes what earlier test processes that died left.
 func sweepDeadLabs() {
-	if err := labnet.SweepDeadRuns(regexp.MustCompile(`^flab-bgp(\d+)-`)); err != nil {
+	if err := lab.SweepDeadRuns(regexp.MustCompile(`^flab-bgp(\d+)-`)); err != nil {
 		fmt.Fprintln(os.Stderr, err)
 	}
 }
 
 // upTwoNodeToR brings up a copy of the two-node-tor topology under this
 // process's own name, with edit applied to each node's flatnet.yaml.
-func upTwoNodeToR(t *testing.T, edit func(node, conf string) string) *labnet.Lab {
+func upTwoNodeToR(t *testing.T, edit func(node, conf string) string) *lab.Lab {
 	t.Helper()
 	harness.Require(t, "ip", "ping", "vtysh", "/usr/lib/frr/bgpd", "/usr/lib/frr/zebra", harness.Bin("flatnet-lab"))
 	src := filepath.Join(harness.Root(), "test", "topologies", "two-node-tor")
@@ -57,11 +58,11 @@ func upTwoNodeToR(t *testing.T, edit func(node, conf string) string) *labnet.Lab
 	for _, n := range []string{"node1", "node2"} {
 		rewrite(t, filepath.Join(dir, n, "flatnet.yaml"), func(s string) string { return edit(n, s) })
 	}
-	topo, err := labnet.Load(file)
+	topo, err := topology.Load(file)
 	if err != nil {
 		t.Fatal(err)
 	}
-	l := &labnet.Lab{T: topo, Bin: filepath.Join(harness.Root(), "bin"), StateDir: filepath.Join(dir, "state"), Log: testWriter{t}}
+	l := &lab.Lab{T: topo, Bin: filepath.Join(harness.Root(), "bin"), StateDir: filepath.Join(dir, "state"), Log: testWriter{t}}
 	t.Cleanup(func() {
 		if t.Failed() {
 			for _, n := range []string{"node1", "node2"} {
@@ -120,23 +121,23 @@ func eventually(t *testing.T, timeout time.Duration, what string, cond func() (b
 }
 
 // routes returns `ip route show` of a family in a namespace.
-func routes(l *labnet.Lab, node string, args ...string) string {
+func routes(l *lab.Lab, node string, args ...string) string {
 	out, _ := l.Exec(l.NS(node), append([]string{"ip", "route", "show"}, args...)...)
 	return out
 }
 
-func hasRoute(l *labnet.Lab, node, prefix, want string) (bool, string) {
+func hasRoute(l *lab.Lab, node, prefix, want string) (bool, string) {
 	out := routes(l, node, prefix)
 	return strings.Contains(out, want), fmt.Sprintf("%s: ip route show %s:\n%s", node, prefix, out)
 }
 
-func lacksRoute(l *labnet.Lab, node, prefix string, args ...string) (bool, string) {
+func lacksRoute(l *lab.Lab, node, prefix string, args ...string) (bool, string) {
 	out := routes(l, node, append([]string{"exact", prefix}, args...)...)
 	return strings.TrimSpace(out) == "", fmt.Sprintf("%s: ip route show exact %s %v:\n%s", node, prefix, args, out)
 }
 
 // blockOf returns the block a node announces.
-func blockOf(t *testing.T, l *labnet.Lab, node string) string {
+func blockOf(t *testing.T, l *lab.Lab, node string) string {
 	t.Helper()
 	var block string
 	eventually(t, 30*time.Second, node+" announces a block", func() (bool, string) {
@@ -155,7 +156,7 @@ func blockOf(t *testing.T, l *labnet.Lab, node string) string {
 	return block
 }
 
-func peerState(l *labnet.Lab, node string) (string, uint64) {
+func peerState(l *lab.Lab, node string) (string, uint64) {
 	st, err := l.AgentStatus(context.Background(), node)
 	if err != nil || len(st.GetPeers()) != 1 {
 		return fmt.Sprint(err), 0
@@ -163,7 +164,7 @@ func peerState(l *labnet.Lab, node string) (string, uint64) {
 	return st.GetPeers()[0].GetState(), st.GetPeers()[0].GetRejected()
 }
 
-func vtyshConfig(t *testing.T, l *labnet.Lab, lines ...string) {
+func vtyshConfig(t *testing.T, l *lab.Lab, lines ...string) {
 	t.Helper()
 	args := []string{"--vty_socket", filepath.Join(l.StateDir, "tor", "frr"), "-c", "configure terminal"}
 	for _, line := range lines {
@@ -353,7 +354,7 @@ func TestPrivilegedTwoNodesAndFRRToR(t *testing.T) {
 	})
 }
 
-func pingFrom(l *labnet.Lab, ns string, dst netip.Addr) error {
+func pingFrom(l *lab.Lab, ns string, dst netip.Addr) error {
 	_, err := l.Exec(ns, "ping", "-c", "1", "-W", "2", dst.String())
 	return err
 }

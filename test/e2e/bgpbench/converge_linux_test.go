@@ -145,7 +145,7 @@ func convergeOnce(b *testing.B) (latency, alloc []float64) {
 }
 
 // waitEstablished waits until a node's every BGP session is established.
-func waitEstablished(b *testing.B, l *lab, node string) {
+func waitEstablished(b *testing.B, l *benchLab, node string) {
 	b.Helper()
 	deadline := time.Now().Add(30 * time.Second)
 	for {

@@ -247,7 +247,7 @@ func installOnce(b *testing.B, routes int) installResult {
 // it falls back to counting the table every pollPeriod (a count of 100k
 // routes takes tens of milliseconds itself). Either way the count is
 // confirmed by the kernel's table.
-func receive(b *testing.B, l *lab, inj *injector, rc receiver, routes int) received {
+func receive(b *testing.B, l *benchLab, inj *injector, rc receiver, routes int) received {
 	b.Helper()
 	sock, err := openRouteSocket(l.NS(rc.node), 0)
 	if err != nil {
@@ -313,7 +313,7 @@ func receive(b *testing.B, l *lab, inj *injector, rc receiver, routes int) recei
 const envDiag = "FLATNET_BGPBENCH_DIAG"
 
 // receiverPids are the processes that do a receiver's work.
-func receiverPids(b *testing.B, l *lab, rc receiver) []int {
+func receiverPids(b *testing.B, l *benchLab, rc receiver) []int {
 	if rc.name == "frr" {
 		return []int{l.pidFile(b, "frr/frr/bgpd.pid"), l.pidFile(b, "frr/frr/zebra.pid")}
 	}
@@ -341,7 +341,7 @@ func perfRecord(b *testing.B, file string, pids ...int) func() {
 
 // afterFlatnet reads the agent's RSS and its own account of the routes, then
 // kills it (the routes stay; it takes no more CPU).
-func afterFlatnet(b *testing.B, l *lab, routes int) (rss, peak float64) {
+func afterFlatnet(b *testing.B, l *benchLab, routes int) (rss, peak float64) {
 	b.Helper()
 	pid := l.pidFile(b, "fln/agent.pid")
 	rss, peak = rssMiB(b, pid)
@@ -364,7 +364,7 @@ func afterFlatnet(b *testing.B, l *lab, routes int) (rss, peak float64) {
 }
 
 // afterFRR reads bgpd's and zebra's RSS, then kills them.
-func afterFRR(b *testing.B, l *lab) (bgpd, zebra float64) {
+func afterFRR(b *testing.B, l *benchLab) (bgpd, zebra float64) {
 	b.Helper()
 	bpid, zpid := l.pidFile(b, "frr/frr/bgpd.pid"), l.pidFile(b, "frr/frr/zebra.pid")
 	bgpd, _ = rssMiB(b, bpid)
@@ -377,7 +377,7 @@ func afterFRR(b *testing.B, l *lab) (bgpd, zebra float64) {
 // ipBatch installs the routes with one `ip -batch` in kb and returns its
 // run time: each route an acknowledged message, so when it exits they are
 // all in.
-func ipBatch(b *testing.B, l *lab, routes int) time.Duration {
+func ipBatch(b *testing.B, l *benchLab, routes int) time.Duration {
 	b.Helper()
 	var sb strings.Builder
 	for _, p := range hostRoutes(injectorSpecBase.First, routes) {
@@ -404,7 +404,7 @@ func ipBatch(b *testing.B, l *lab, routes int) time.Duration {
 }
 
 // diagnose says what a receiver that did not install every route thinks.
-func diagnose(l *lab, rc receiver) string {
+func diagnose(l *benchLab, rc receiver) string {
 	if rc.name == "frr" {
 		out, err := l.Vtysh("frr", "show bgp summary")
 		return fmt.Sprintf("FRR: %v\n%s", err, out)
@@ -421,7 +421,7 @@ func diagnose(l *lab, rc receiver) string {
 // reconcilerInstall installs the routes in kr through flatnet's route
 // reconciler, without BGP, and returns how long SetRoutes and the Sync that
 // writes them took.
-func reconcilerInstall(b *testing.B, l *lab, routes int) time.Duration {
+func reconcilerInstall(b *testing.B, l *benchLab, routes int) time.Duration {
 	b.Helper()
 	h, err := ns.GetNS("/run/netns/" + l.NS("kr"))
 	if err != nil {

@@ -31,8 +31,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/flatnet-io/flatnet/lab"
+	"github.com/flatnet-io/flatnet/lab/topology"
 	"github.com/flatnet-io/flatnet/test/harness"
-	"github.com/flatnet-io/flatnet/test/lab/labnet"
 )
 
 func TestMain(m *testing.M) {
@@ -59,7 +60,7 @@ var (
 
 // sweepDeadLabs removes what earlier benchmark processes that died left.
 func sweepDeadLabs() {
-	if err := labnet.SweepDeadRuns(regexp.MustCompile(`^flab-bb(\d+)-`)); err != nil {
+	if err := lab.SweepDeadRuns(regexp.MustCompile(`^flab-bb(\d+)-`)); err != nil {
 		fmt.Fprintln(os.Stderr, err)
 	}
 }
@@ -71,9 +72,9 @@ func requireLab(b *testing.B) {
 	harness.Require(b, "ip", "vtysh", "/usr/lib/frr/bgpd", "/usr/lib/frr/zebra")
 }
 
-// lab is a labnet lab brought up for one measurement, and its output.
-type lab struct {
-	*labnet.Lab
+// benchLab is a lab brought up for one measurement, and its output.
+type benchLab struct {
+	*lab.Lab
 	dir string
 	log *syncBuffer
 }
@@ -82,7 +83,7 @@ type lab struct {
 // binds (path relative to the topology → content) into a fresh directory,
 // and brings it up under a name of this process's. Call down when done; a
 // cleanup of b does it too.
-func upLab(b *testing.B, topology string, files map[string]string) *lab {
+func upLab(b *testing.B, clab string, files map[string]string) *benchLab {
 	b.Helper()
 	dir := b.TempDir()
 	// FRR's daemons run as the frr user and must reach their state directory.
@@ -92,7 +93,7 @@ func upLab(b *testing.B, topology string, files map[string]string) *lab {
 		}
 	}
 	name := fmt.Sprintf("%s%d", labPrefix, labSeq.Add(1))
-	files["lab.clab.yml"] = strings.Replace(topology, "name: LAB", "name: "+name, 1)
+	files["lab.clab.yml"] = strings.Replace(clab, "name: LAB", "name: "+name, 1)
 	for rel, content := range files {
 		p := filepath.Join(dir, rel)
 		if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
@@ -102,12 +103,12 @@ func upLab(b *testing.B, topology string, files map[string]string) *lab {
 			b.Fatal(err)
 		}
 	}
-	topo, err := labnet.Load(filepath.Join(dir, "lab.clab.yml"))
+	topo, err := topology.Load(filepath.Join(dir, "lab.clab.yml"))
 	if err != nil {
 		b.Fatal(err)
 	}
-	l := &lab{dir: dir, log: &syncBuffer{}}
-	l.Lab = &labnet.Lab{T: topo, Bin: filepath.Join(harness.Root(), "bin"), StateDir: filepath.Join(dir, "state"), Log: l.log}
+	l := &benchLab{dir: dir, log: &syncBuffer{}}
+	l.Lab = &lab.Lab{T: topo, Bin: filepath.Join(harness.Root(), "bin"), StateDir: filepath.Join(dir, "state"), Log: l.log}
 	b.Cleanup(func() { l.down(b) })
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
@@ -118,12 +119,12 @@ func upLab(b *testing.B, topology string, files map[string]string) *lab {
 }
 
 // down tears the lab down; when b failed it first shows the agents' logs.
-func (l *lab) down(b *testing.B) {
+func (l *benchLab) down(b *testing.B) {
 	if l.Lab == nil {
 		return
 	}
 	if b.Failed() {
-		for _, n := range l.T.NodesOf(labnet.RoleFlatnet) {
+		for _, n := range l.T.NodesOf(topology.RoleFlatnet) {
 			out, _ := os.ReadFile(filepath.Join(l.StateDir, n.Name, "agent.log"))
 			b.Logf("%s agent log (tail):\n%s", n.Name, tail(string(out), 30))
 		}
@@ -136,7 +137,7 @@ func (l *lab) down(b *testing.B) {
 }
 
 // pidFile reads a pid the lab wrote, relative to its state directory.
-func (l *lab) pidFile(b *testing.B, rel string) int {
+func (l *benchLab) pidFile(b *testing.B, rel string) int {
 	b.Helper()
 	raw, err := os.ReadFile(filepath.Join(l.StateDir, rel))
 	if err != nil {

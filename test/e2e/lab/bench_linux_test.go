@@ -12,7 +12,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/flatnet-io/flatnet/test/harness"
+	"github.com/flatnet-io/flatnet/lab/netns"
 )
 
 // The benchmarks measure the dataplane against the underlay it rides on,
@@ -182,7 +182,7 @@ func BenchmarkCrossNodeLatency(b *testing.B) {
 // pingPong echoes 64-byte messages over one TCP connection from one
 // namespace to a server in another and returns every round trip.
 func pingPong(from, to endpoint, rounds int) ([]time.Duration, error) {
-	lis, err := harness.InNS(to.ns, func() (net.Listener, error) {
+	lis, err := netns.Do(to.ns, func() (net.Listener, error) {
 		return net.Listen("tcp", netip.AddrPortFrom(to.addr, 0).String())
 	})
 	if err != nil {
@@ -199,7 +199,7 @@ func pingPong(from, to endpoint, rounds int) ([]time.Duration, error) {
 		_, _ = io.Copy(c, c)
 	})
 	defer wg.Wait()
-	c, err := harness.InNS(from.ns, func() (net.Conn, error) { return net.DialTimeout("tcp", lis.Addr().String(), 3*time.Second) })
+	c, err := netns.Do(from.ns, func() (net.Conn, error) { return net.DialTimeout("tcp", lis.Addr().String(), 3*time.Second) })
 	if err != nil {
 		return nil, err
 	}
@@ -249,7 +249,7 @@ func BenchmarkUpToReachable(b *testing.B) {
 	}
 }
 
-func upToReachable(b *testing.B, topo topology) time.Duration {
+func upToReachable(b *testing.B, topo testTopology) time.Duration {
 	start := time.Now()
 	e := up(b, topo, func(s string) string { return s })
 	e.addPods(b, 2)

@@ -1,6 +1,7 @@
 // Package lab holds flatnet's end-to-end tests and benchmarks on the lab
-// topologies of test/topologies: each test brings a topology up with labnet
-// (network namespaces, the real flatnet-agent, CNI plugin, FRR and BIRD),
+// topologies of test/topologies: each test brings a topology up with the lab
+// (package github.com/flatnet-io/flatnet/lab: network namespaces, the real
+// flatnet-agent, CNI plugin, FRR and BIRD),
 // attaches pods through the CNI plugin, proves the network model with
 // `flatnetctl verify`, then deletes pods, fills blocks, restarts an agent
 // under traffic and stops a node, and shows that tearing down leaves nothing.

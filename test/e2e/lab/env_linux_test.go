@@ -18,8 +18,9 @@ import (
 	"github.com/flatnet-io/flatnet/agent/agentpb"
 	"github.com/flatnet-io/flatnet/ipam/ipamgrpc"
 	"github.com/flatnet-io/flatnet/ipam/ipampb"
+	"github.com/flatnet-io/flatnet/lab"
+	"github.com/flatnet-io/flatnet/lab/topology"
 	"github.com/flatnet-io/flatnet/test/harness"
-	"github.com/flatnet-io/flatnet/test/lab/labnet"
 )
 
 // runPrefix starts the names of this test process's namespaces.
@@ -37,14 +38,14 @@ func sweepDeadRuns() {
 	if os.Geteuid() != 0 {
 		return
 	}
-	if err := labnet.SweepDeadRuns(deadRun); err != nil {
+	if err := lab.SweepDeadRuns(deadRun); err != nil {
 		fmt.Fprintln(os.Stderr, err)
 	}
 }
 
-// topology is a topology the tests bring up, with what they need to know of
+// testTopology is a topology the tests bring up, with what they need to know of
 // it that the file does not say in one place.
-type topology struct {
+type testTopology struct {
 	name string // directory and file name under test/topologies
 	// holdTime is the hold time of the sessions that carry node1's routes to
 	// the others: the explicit peers' holdTime, or bgp.meshHoldTime.
@@ -57,33 +58,33 @@ type topology struct {
 	// restart), so they leave after holdTime + restartTime. FRR and BIRD
 	// drop them at hold expiry.
 	staleAfterHold bool
-	// datastore is the lab's (labnet.Lab.Datastore): "" is the file store.
+	// datastore is the lab's (lab.Lab.Datastore): "" is the file store.
 	datastore string
 }
 
 // label names the topology in test names: its name, and the datastore when
 // not the file store.
-func (t topology) label() string {
+func (t testTopology) label() string {
 	if t.datastore == "" {
 		return t.name
 	}
 	return t.name + "-" + t.datastore
 }
 
-var topologies = []topology{
+var topologies = []testTopology{
 	{name: "two-node-tor", holdTime: 9 * time.Second, restartTime: 60 * time.Second},
 	{name: "two-node-tor-bird", holdTime: 9 * time.Second, restartTime: 60 * time.Second},
 	{name: "three-node-mesh", holdTime: 9 * time.Second, restartTime: 20 * time.Second, staleAfterHold: true},
 	{name: "rack-pair", holdTime: 9 * time.Second, restartTime: 60 * time.Second},
 	// The mesh again, on the lab's own kube-apiserver: IPAM in IPAMBlock
 	// objects, the mesh from Node objects.
-	{name: "three-node-mesh", holdTime: 9 * time.Second, restartTime: 20 * time.Second, staleAfterHold: true, datastore: labnet.DatastoreKubernetes},
+	{name: "three-node-mesh", holdTime: 9 * time.Second, restartTime: 20 * time.Second, staleAfterHold: true, datastore: lab.DatastoreKubernetes},
 }
 
 // env is a topology brought up for one test.
 type env struct {
-	*labnet.Lab
-	topo topology
+	*lab.Lab
+	topo testTopology
 	dir  string
 }
 
@@ -98,22 +99,22 @@ func editConfig(conf string) string {
 // flatnet node's config, checks that tools and the routers' daemons are
 // there (harness.Require), and brings it up under this run's own namespace
 // prefix. The lab is torn down when the test ends.
-func up(t testing.TB, topo topology, edit func(string) string, tools ...string) *env {
+func up(t testing.TB, topo testTopology, edit func(string) string, tools ...string) *env {
 	t.Helper()
 	tools = append(tools, "ip", "ping", "iptables", "ip6tables")
 	src := filepath.Join(harness.Root(), "test", "topologies", topo.name)
-	tp, err := labnet.Load(filepath.Join(src, topo.name+".clab.yml"))
+	tp, err := topology.Load(filepath.Join(src, topo.name+".clab.yml"))
 	if err != nil {
 		t.Fatal(err)
 	}
-	if len(tp.NodesOf(labnet.RoleFRR)) > 0 {
+	if len(tp.NodesOf(topology.RoleFRR)) > 0 {
 		tools = append(tools, "vtysh", "/usr/lib/frr/zebra", "/usr/lib/frr/bgpd")
 	}
-	if len(tp.NodesOf(labnet.RoleBIRD)) > 0 {
+	if len(tp.NodesOf(topology.RoleBIRD)) > 0 {
 		tools = append(tools, "bird", "birdc")
 	}
 	harness.Require(t, tools...)
-	if topo.datastore == labnet.DatastoreKubernetes {
+	if topo.datastore == lab.DatastoreKubernetes {
 		harness.RequireKube(t)
 	}
 
@@ -128,8 +129,8 @@ func up(t testing.TB, topo topology, edit func(string) string, tools ...string) 
 	if out, err := exec.Command("cp", "-r", src, files).CombinedOutput(); err != nil {
 		t.Fatalf("copy topology: %v: %s", err, out)
 	}
-	for _, n := range tp.NodesOf(labnet.RoleFlatnet) {
-		conf, ok := tp.Bind(n, labnet.FlatnetConfigPath)
+	for _, n := range tp.NodesOf(topology.RoleFlatnet) {
+		conf, ok := tp.Bind(n, topology.FlatnetConfigPath)
 		if !ok {
 			t.Fatalf("%s: node %s binds no config", topo.name, n.Name)
 		}
@@ -142,12 +143,12 @@ func up(t testing.TB, topo topology, edit func(string) string, tools ...string) 
 			t.Fatal(err)
 		}
 	}
-	tp, err = labnet.Load(filepath.Join(files, topo.name+".clab.yml"))
+	tp, err = topology.Load(filepath.Join(files, topo.name+".clab.yml"))
 	if err != nil {
 		t.Fatal(err)
 	}
 	e := &env{
-		Lab: &labnet.Lab{
+		Lab: &lab.Lab{
 			T: tp, Bin: filepath.Dir(harness.Bin("flatnet-agent")), StateDir: filepath.Join(dir, "state"),
 			Prefix: prefixOf(topo), Datastore: topo.datastore,
 		},
@@ -175,7 +176,7 @@ func up(t testing.TB, topo topology, edit func(string) string, tools ...string) 
 // prefixOf is the namespace prefix of a topology in this run. The
 // topology's index keeps it from being the start of another's:
 // flabt<pid>-0-two-node-tor- is not the start of flabt<pid>-1-two-node-tor-bird-.
-func prefixOf(topo topology) string {
+func prefixOf(topo testTopology) string {
 	return fmt.Sprintf("%s%d-%s-", runPrefix, slices.Index(topologies, topo), topo.name)
 }
 
@@ -202,13 +203,13 @@ func (w testWriter) Write(p []byte) (int, error) {
 }
 
 // flatnetNodes and routers are the lab's node names by role.
-func (e *env) flatnetNodes() []string { return names(e.T.NodesOf(labnet.RoleFlatnet)) }
+func (e *env) flatnetNodes() []string { return names(e.T.NodesOf(topology.RoleFlatnet)) }
 
 func (e *env) routers() []string {
-	return names(append(e.T.NodesOf(labnet.RoleFRR), e.T.NodesOf(labnet.RoleBIRD)...))
+	return names(append(e.T.NodesOf(topology.RoleFRR), e.T.NodesOf(topology.RoleBIRD)...))
 }
 
-func names(nodes []*labnet.Node) []string {
+func names(nodes []*topology.Node) []string {
 	var out []string
 	for _, n := range nodes {
 		out = append(out, n.Name)
@@ -234,13 +235,13 @@ func (e *env) addPods(t testing.TB, n int) {
 }
 
 // podsOn lists the pods of one node.
-func (e *env) podsOn(t testing.TB, node string) []*labnet.Pod {
+func (e *env) podsOn(t testing.TB, node string) []*lab.Pod {
 	t.Helper()
 	pods, err := e.Pods()
 	if err != nil {
 		t.Fatal(err)
 	}
-	return slices.DeleteFunc(pods, func(p *labnet.Pod) bool { return p.Node != node })
+	return slices.DeleteFunc(pods, func(p *lab.Pod) bool { return p.Node != node })
 }
 
 // waitVerify runs `flatnetctl verify` until every check passes, failing t

@@ -14,7 +14,8 @@ import (
 	"time"
 
 	"github.com/flatnet-io/flatnet/kube/v1alpha1"
-	"github.com/flatnet-io/flatnet/test/lab/labnet"
+	"github.com/flatnet-io/flatnet/lab"
+	"github.com/flatnet-io/flatnet/lab/netns"
 )
 
 // TestPrivilegedLab runs every topology through the life of a cluster: up
@@ -38,7 +39,7 @@ func TestPrivilegedLab(t *testing.T) {
 				fn   func(*testing.T, *env)
 			}
 			var steps []step
-			if topo.datastore == labnet.DatastoreKubernetes {
+			if topo.datastore == lab.DatastoreKubernetes {
 				steps = append(steps, step{"kubernetes-objects", testKubeObjects})
 			}
 			steps = append(steps, []step{
@@ -86,15 +87,15 @@ func testKubeObjects(t *testing.T, e *env) {
 			t.Errorf("%s holds blocks %v, its IPAMBlock objects say %v", node, held, objects[node])
 		}
 		for _, p := range e.podsOn(t, node) {
-			name := labnet.KubePodName(node, p.Name)
+			name := lab.KubePodName(node, p.Name)
 			for _, a := range p.Addrs {
 				al, ok := owner[a]
-				if !ok || al.Node != node || al.Namespace != labnet.PodNamespace || al.Pod != name {
-					t.Errorf("pod %s/%s's address %s: allocation in the API %+v, want node %s, pod %s/%s", node, p.Name, a, al, node, labnet.PodNamespace, name)
+				if !ok || al.Node != node || al.Namespace != lab.PodNamespace || al.Pod != name {
+					t.Errorf("pod %s/%s's address %s: allocation in the API %+v, want node %s, pod %s/%s", node, p.Name, a, al, node, lab.PodNamespace, name)
 				}
 			}
-			if got, err := k.Kubectl("get", "pod", name, "-n", labnet.PodNamespace, "-o", "jsonpath={.spec.nodeName}"); err != nil || got != node {
-				t.Errorf("Pod object %s/%s: node %q, err %v; want %s", labnet.PodNamespace, name, got, err, node)
+			if got, err := k.Kubectl("get", "pod", name, "-n", lab.PodNamespace, "-o", "jsonpath={.spec.nodeName}"); err != nil || got != node {
+				t.Errorf("Pod object %s/%s: node %q, err %v; want %s", lab.PodNamespace, name, got, err, node)
 			}
 		}
 		st, err := e.status(t.Context(), node)
@@ -173,7 +174,7 @@ func testSecondBlock(t *testing.T, e *env) {
 	inHeld := func(a netip.Addr) bool {
 		return slices.ContainsFunc(held, func(b netip.Prefix) bool { return b.Contains(a) })
 	}
-	var fresh *labnet.Pod
+	var fresh *lab.Pod
 	for i := 1; fresh == nil; i++ {
 		if i > 40 {
 			t.Fatalf("40 pods added to node1 and no new block claimed; blocks %v", e.blocksOf(t, "node1", "node1"))
@@ -373,7 +374,7 @@ func testTeardown(t *testing.T, e *env) {
 	}
 	var pids []int
 	for _, ns := range nss {
-		pids = append(pids, labnet.Pids(ns)...)
+		pids = append(pids, netns.Pids(ns)...)
 	}
 	ctx, cancel := context.WithTimeout(t.Context(), 30*time.Second)
 	defer cancel()
@@ -391,10 +392,10 @@ func testTeardown(t *testing.T, e *env) {
 		}
 	}
 	for _, pid := range pids {
-		for labnet.ProcessAlive(pid) && ctx.Err() == nil {
+		for netns.ProcessAlive(pid) && ctx.Err() == nil {
 			time.Sleep(20 * time.Millisecond)
 		}
-		if labnet.ProcessAlive(pid) {
+		if netns.ProcessAlive(pid) {
 			b, _ := os.ReadFile(fmt.Sprintf("/proc/%d/cmdline", pid))
 			t.Errorf("process %d still runs: %s", pid, strings.ReplaceAll(string(b), "\x00", " "))
 		}

@@ -1,19 +1,16 @@
-// Package labnet realizes containerlab topology files with network namespaces
-// on one machine: each node a namespace, each link a veth pair, `exec` lines
-// run inside the node, FRR and BIRD nodes run the real daemons with their bound
-// configuration, flatnet nodes run flatnet-agent, and pods are attached to
-// flatnet nodes by calling the CNI plugin through libcni, as a runtime does.
-//
-// It reads the subset of containerlab's schema the topologies use (name,
-// topology.nodes with kind, image, binds, exec, labels, env; topology.links with
-// endpoints) and rejects what it does not understand, so a file that runs here
-// runs unchanged under `containerlab deploy -t`. It must never touch anything
-// outside the namespaces, processes and state directory it made.
-package labnet
+// Package topology reads containerlab topology files: the subset of
+// containerlab's schema the lab runs (name; topology.nodes with kind, image,
+// binds, exec, labels, env; topology.links with endpoints). It rejects what
+// it does not understand, so a file that runs in the lab runs unchanged
+// under `containerlab deploy -t`, and it gives each node the role that says
+// what the lab starts in it. It finds topology files by path or by name. It
+// reads files only: it must not start, make or change anything.
+package topology
 
 import (
 	"bytes"
 	"fmt"
+	"maps"
 	"os"
 	"path/filepath"
 	"regexp"
@@ -53,28 +50,54 @@ type Link struct {
 	Endpoints []string `yaml:"endpoints"`
 }
 
-// Role is what the runner starts in a node.
+// Kinds are the containerlab node kinds the lab runs: a kind is how
+// containerlab runs a node (a Linux container, a router's VM image, ...),
+// not what runs in it — that is the node's Role.
+var Kinds = []string{"linux"}
+
+// Role is what the lab starts in a node.
 type Role string
 
-// Roles. The role comes from the node's label RoleLabel if it has one, else
-// from its image: an image with "frr" in its name is an FRR router, "bird" a
-// BIRD router, "flatnet" a flatnet node; anything else is a plain host.
+// The roles.
 const (
-	RoleFlatnet Role = "flatnet"
-	RoleFRR     Role = "frr"
-	RoleBIRD    Role = "bird"
-	RoleHost    Role = "host"
+	RoleFlatnet Role = "flatnet" // flatnet-agent; pods through the CNI plugin
+	RoleFRR     Role = "frr"     // FRR's zebra and bgpd
+	RoleBIRD    Role = "bird"    // BIRD
+	RoleHost    Role = "host"    // nothing but its exec lines
 )
 
 // RoleLabel names a node's role explicitly.
 const RoleLabel = "flatnet.io/role"
 
-// Container paths the runner maps binds to.
+// roles are the roles a node can have, in the order its image's name is
+// matched against their hints when it has no RoleLabel: an image with "frr"
+// in its name is an FRR router, "bird" a BIRD router, "flatnet" a flatnet
+// node; any other a plain host. A new kind of node for the lab is an entry
+// here and a start function in the runner (lab.Lab.Up).
+var roles = []struct {
+	role      Role
+	imageHint string // "": chosen by label only
+}{
+	{RoleFRR, "frr"},
+	{RoleBIRD, "bird"},
+	{RoleFlatnet, "flatnet"},
+	{RoleHost, ""},
+}
+
+// Roles lists the roles a node can have.
+func Roles() []Role {
+	var out []Role
+	for _, r := range roles {
+		out = append(out, r.role)
+	}
+	return out
+}
+
+// Container paths the lab maps binds to.
 const (
 	FlatnetConfigPath = "/etc/flatnet/flatnet.yaml" // the agent's config
 	FRRConfigPath     = "/etc/frr/frr.conf"         // bgpd's config (bgp only)
 	BIRDConfigPath    = "/etc/bird/bird.conf"
-	IPAMPath          = "/var/lib/flatnet" // the shared file datastore
 )
 
 // Names of nodes are short DNS labels (at most 15 characters, an interface
@@ -110,7 +133,8 @@ func (t *Topology) check() error {
 	if len(t.Topology.Nodes) == 0 {
 		return fmt.Errorf("topology.nodes: none")
 	}
-	for name, n := range t.Topology.Nodes {
+	for _, name := range slices.Sorted(maps.Keys(t.Topology.Nodes)) {
+		n := t.Topology.Nodes[name]
 		if !nameRE.MatchString(name) {
 			return fmt.Errorf("topology.nodes.%s: want a short DNS label", name)
 		}
@@ -119,10 +143,14 @@ func (t *Topology) check() error {
 			t.Topology.Nodes[name] = n
 		}
 		n.Name = name
-		if n.Kind != "linux" {
-			return fmt.Errorf("topology.nodes.%s.kind %q: only linux nodes are supported", name, n.Kind)
+		if !slices.Contains(Kinds, n.Kind) {
+			return fmt.Errorf("topology.nodes.%s.kind %q: the lab runs kind %s", name, n.Kind, strings.Join(Kinds, ", "))
 		}
-		n.Role = roleOf(n)
+		role, err := roleOf(n)
+		if err != nil {
+			return fmt.Errorf("topology.nodes.%s: %w", name, err)
+		}
+		n.Role = role
 		for _, b := range n.Binds {
 			host, _, ok := strings.Cut(b, ":")
 			if !ok {
@@ -152,20 +180,22 @@ func (t *Topology) check() error {
 	return nil
 }
 
-func roleOf(n *Node) Role {
+// roleOf gives a node its role: its RoleLabel, which must name a known
+// role, else the first role whose hint its image's name contains.
+func roleOf(n *Node) (Role, error) {
 	if r, ok := n.Labels[RoleLabel]; ok {
-		return Role(r)
+		if !slices.Contains(Roles(), Role(r)) {
+			return "", fmt.Errorf("labels.%s %q: want one of %v", RoleLabel, r, Roles())
+		}
+		return Role(r), nil
 	}
 	img := strings.ToLower(n.Image)
-	switch {
-	case strings.Contains(img, "frr"):
-		return RoleFRR
-	case strings.Contains(img, "bird"):
-		return RoleBIRD
-	case strings.Contains(img, "flatnet"):
-		return RoleFlatnet
+	for _, r := range roles {
+		if r.imageHint != "" && strings.Contains(img, r.imageHint) {
+			return r.role, nil
+		}
 	}
-	return RoleHost
+	return RoleHost, nil
 }
 
 // hostPath resolves a bind's host side against the file's directory.
@@ -188,17 +218,13 @@ func (t *Topology) Bind(n *Node, containerPath string) (string, bool) {
 	return "", false
 }
 
-// owns says whether namespace ns, of a lab whose namespaces start with
-// prefix, is one of this topology's: prefix and a node name (a node), or
-// prefix, a node name, "-" and more (a pod of that node), or prefix and
-// KubeNode (the API server's).
-func (t *Topology) owns(prefix, ns string) bool {
+// Owns says whether namespace ns, of a lab whose namespaces start with
+// prefix, is one of this topology's nodes' or their pods': prefix and a node
+// name (a node), or prefix, a node name, "-" and more (a pod of that node).
+func (t *Topology) Owns(prefix, ns string) bool {
 	rest, ok := strings.CutPrefix(ns, prefix)
 	if !ok {
 		return false
-	}
-	if rest == KubeNode {
-		return true
 	}
 	for name := range t.Topology.Nodes {
 		if rest == name || strings.HasPrefix(rest, name+"-") {
@@ -210,12 +236,7 @@ func (t *Topology) owns(prefix, ns string) bool {
 
 // Nodes returns the nodes sorted by name.
 func (t *Topology) Nodes() []*Node {
-	var out []*Node
-	for _, n := range t.Topology.Nodes {
-		out = append(out, n)
-	}
-	slices.SortFunc(out, func(a, b *Node) int { return strings.Compare(a.Name, b.Name) })
-	return out
+	return slices.SortedFunc(maps.Values(t.Topology.Nodes), func(a, b *Node) int { return strings.Compare(a.Name, b.Name) })
 }
 
 // NodesOf returns the nodes of one role, sorted by name.

@@ -1,7 +1,9 @@
-package labnet
+package topology
 
 import (
+	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 
 	"github.com/google/go-cmp/cmp"
@@ -10,7 +12,7 @@ import (
 // TestLoadTopologies loads every topology of the repository and checks the
 // roles the runner gives its nodes.
 func TestLoadTopologies(t *testing.T) {
-	dir := filepath.Join("..", "..", "topologies")
+	dir := filepath.Join("..", "..", "test", "topologies")
 	tests := []struct {
 		name  string
 		roles map[string]Role
@@ -52,7 +54,7 @@ func TestLoadTopologies(t *testing.T) {
 func TestOwns(t *testing.T) {
 	tp := &Topology{Name: "two-node-tor"}
 	tp.Topology.Nodes = map[string]*Node{"tor": {}, "node1": {}, "node2": {}}
-	prefix := NSPrefix(tp.Name)
+	prefix := "flab-" + tp.Name + "-"
 	tests := []struct {
 		ns   string
 		want bool
@@ -67,7 +69,7 @@ func TestOwns(t *testing.T) {
 		{"flab-other-node1", false},
 	}
 	for _, tt := range tests {
-		if got := tp.owns(prefix, tt.ns); got != tt.want {
+		if got := tp.Owns(prefix, tt.ns); got != tt.want {
 			t.Errorf("owns(%q) = %v, want %v", tt.ns, got, tt.want)
 		}
 	}
@@ -83,6 +85,50 @@ func TestLabName(t *testing.T) {
 	} {
 		if got := labNameRE.MatchString(name); got != want {
 			t.Errorf("lab name %q accepted: %v, want %v", name, got, want)
+		}
+	}
+}
+
+// TestLoadRejects shows that a file the lab cannot run is refused with a
+// reason that names the key.
+func TestLoadRejects(t *testing.T) {
+	tests := []struct {
+		name, yaml, want string
+	}{
+		{"unknown key", "name: x\ntopology:\n  nodes:\n    a: {kind: linux, imag: foo}\n", "field imag not found"},
+		{"kind", "name: x\ntopology:\n  nodes:\n    a: {kind: srl}\n", `topology.nodes.a.kind "srl": the lab runs kind linux`},
+		{"role", "name: x\ntopology:\n  nodes:\n    a: {kind: linux, labels: {flatnet.io/role: router}}\n", `topology.nodes.a: labels.flatnet.io/role "router": want one of [frr bird flatnet host]`},
+		{"link", "name: x\ntopology:\n  nodes:\n    a: {kind: linux}\n  links:\n    - endpoints: [a:eth1, b:eth1]\n", `endpoint "b:eth1": want node:interface of a known node`},
+		{"name", "name: X\ntopology:\n  nodes:\n    a: {kind: linux}\n", `name "X": want a DNS label`},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			path := filepath.Join(t.TempDir(), "x.clab.yml")
+			if err := os.WriteFile(path, []byte(tt.yaml), 0o644); err != nil {
+				t.Fatal(err)
+			}
+			_, err := Load(path)
+			if err == nil || !strings.Contains(err.Error(), tt.want) {
+				t.Errorf("Load: %v, want an error with %q", err, tt.want)
+			}
+		})
+	}
+}
+
+// TestRoleByLabelAndImage gives a label precedence over the image's name.
+func TestRoleByLabelAndImage(t *testing.T) {
+	for _, tt := range []struct {
+		n    Node
+		want Role
+	}{
+		{Node{Image: "quay.io/frrouting/frr:8.4.0"}, RoleFRR},
+		{Node{Image: "ghcr.io/srl-labs/bird:2.13"}, RoleBIRD},
+		{Node{Image: "ghcr.io/flatnet-io/flatnet-node:latest"}, RoleFlatnet},
+		{Node{Image: "ghcr.io/hellt/network-multitool"}, RoleHost},
+		{Node{Image: "quay.io/frrouting/frr:8.4.0", Labels: map[string]string{RoleLabel: "host"}}, RoleHost},
+	} {
+		if got, err := roleOf(&tt.n); err != nil || got != tt.want {
+			t.Errorf("role of %+v: %q, %v; want %q", tt.n, got, err, tt.want)
 		}
 	}
 }

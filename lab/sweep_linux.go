@@ -1,4 +1,4 @@
-package labnet
+package lab
 
 import (
 	"fmt"
@@ -6,6 +6,8 @@ import (
 	"regexp"
 	"strconv"
 	"strings"
+
+	"github.com/flatnet-io/flatnet/lab/netns"
 )
 
 // SweepDeadRuns removes what test processes that died left behind: for each
@@ -22,7 +24,7 @@ func SweepDeadRuns(pattern *regexp.Regexp) error {
 			continue
 		}
 		pid, err := strconv.Atoi(m[1])
-		if err != nil || pid == os.Getpid() || ProcessAlive(pid) {
+		if err != nil || pid == os.Getpid() || netns.ProcessAlive(pid) {
 			continue
 		}
 		dead[m[0]] = true
@@ -37,18 +39,4 @@ func SweepDeadRuns(pattern *regexp.Regexp) error {
 		return fmt.Errorf("sweep leftovers of dead runs: %s", strings.Join(errs, "; "))
 	}
 	return nil
-}
-
-// ProcessAlive says whether pid runs (a zombie does not).
-func ProcessAlive(pid int) bool {
-	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
-	if err != nil {
-		return false
-	}
-	// pid (comm) state ...: comm may hold spaces and parentheses.
-	s := string(b)
-	if i := strings.LastIndexByte(s, ')'); i >= 0 && i+2 < len(s) {
-		return s[i+2] != 'Z' && s[i+2] != 'X'
-	}
-	return true
 }

@@ -1,4 +1,4 @@
-package labnet
+package lab
 
 import (
 	"context"
@@ -6,17 +6,15 @@ import (
 	"encoding/hex"
 	"fmt"
 	"net/netip"
-	"os"
 	"path/filepath"
 	"slices"
 	"strings"
 
 	"github.com/containernetworking/cni/libcni"
-	"github.com/containernetworking/cni/pkg/invoke"
-	"github.com/containernetworking/cni/pkg/version"
-	"github.com/containernetworking/plugins/pkg/ns"
 
-	"github.com/flatnet-io/flatnet/test/harness"
+	"github.com/flatnet-io/flatnet/lab/cniruntime"
+	"github.com/flatnet-io/flatnet/lab/netns"
+	"github.com/flatnet-io/flatnet/lab/topology"
 )
 
 // Pod is a pod of the lab: a namespace attached to a flatnet node.
@@ -30,23 +28,18 @@ type Pod struct {
 // PodNS is the namespace of a pod.
 func (l *Lab) PodNS(node, pod string) string { return l.NS(node) + "-" + pod }
 
-// cni returns the libcni runtime of a node: its conflist and a cache in the
-// state directory.
-func (l *Lab) cni(node string) (*libcni.CNIConfig, *libcni.NetworkConfigList, error) {
+// cni is the CNI runtime of a node: the flatnet plugin with the node's agent
+// socket, from the lab's binaries, with a cache in the state directory.
+func (l *Lab) cni(node string) (*cniruntime.Runtime, error) {
 	conflist := fmt.Sprintf(`{"cniVersion": "1.1.0", "name": "flatnet", "plugins": [{"type": "flatnet", "agentSocket": %q}]}`, l.Socket(node))
-	cl, err := libcni.ConfListFromBytes([]byte(conflist))
-	if err != nil {
-		return nil, nil, err
-	}
-	exec := &invoke.DefaultExec{RawExec: &invoke.RawExec{Stderr: os.Stderr}, PluginDecoder: version.PluginDecoder{}}
-	return libcni.NewCNIConfigWithCacheDir([]string{l.Bin}, l.state("cni-cache"), exec), cl, nil
+	return cniruntime.New(netns.Path(l.NS(node)), []byte(conflist), []string{l.Bin}, l.state("cni-cache"))
 }
 
 func (l *Lab) runtimeConf(node, pod string) *libcni.RuntimeConf {
 	sum := sha256.Sum256([]byte(l.T.Name + "/" + node + "/" + pod))
 	return &libcni.RuntimeConf{
 		ContainerID: hex.EncodeToString(sum[:]),
-		NetNS:       "/run/netns/" + l.PodNS(node, pod),
+		NetNS:       netns.Path(l.PodNS(node, pod)),
 		IfName:      "eth0",
 		Args:        [][2]string{{"IgnoreUnknown", "1"}, {"K8S_POD_NAMESPACE", PodNamespace}, {"K8S_POD_NAME", KubePodName(node, pod)}},
 	}
@@ -56,21 +49,11 @@ func (l *Lab) runtimeConf(node, pod string) *libcni.RuntimeConf {
 // object): unique in PodNamespace, where pods of every node meet.
 func KubePodName(node, pod string) string { return node + "-" + pod }
 
-// inNode runs fn inside a node's namespace, where the plugin must run.
-func (l *Lab) inNode(node string, fn func() error) error {
-	h, err := ns.GetNS("/run/netns/" + l.NS(node))
-	if err != nil {
-		return err
-	}
-	defer h.Close()
-	return h.Do(func(ns.NetNS) error { return fn() })
-}
-
 // AddPod makes a pod namespace (and, with the kubernetes datastore, the Pod
 // object) and attaches it to a flatnet node through the CNI plugin. On
 // failure the attachment, namespace and object are removed again.
 func (l *Lab) AddPod(ctx context.Context, node, pod string) (_ *Pod, err error) {
-	if n := l.T.Topology.Nodes[node]; n == nil || n.Role != RoleFlatnet {
+	if n := l.T.Topology.Nodes[node]; n == nil || n.Role != topology.RoleFlatnet {
 		return nil, fmt.Errorf("pod %s: %s is not a flatnet node", pod, node)
 	}
 	if l.kube != nil {
@@ -83,19 +66,18 @@ func (l *Lab) AddPod(ctx context.Context, node, pod string) (_ *Pod, err error) 
 			}
 		}()
 	}
+	// A bare namespace, as a runtime's sandbox: the plugin brings up what
+	// the pod needs, lo included.
 	podNS := l.PodNS(node, pod)
-	if _, err := harness.Run("ip", "netns", "add", podNS); err != nil {
+	if _, err := netns.Run("ip", "netns", "add", podNS); err != nil {
 		return nil, err
 	}
-	cfg, list, err := l.cni(node)
+	rt, err := l.cni(node)
 	if err == nil {
-		err = l.inNode(node, func() error {
-			_, err := cfg.AddNetworkList(ctx, list, l.runtimeConf(node, pod))
-			return err
-		})
+		_, err = rt.Add(ctx, l.runtimeConf(node, pod))
 	}
 	if err != nil {
-		_, _ = harness.Run("ip", "netns", "del", podNS)
+		_, _ = netns.Run("ip", "netns", "del", podNS)
 		return nil, fmt.Errorf("add pod %s on %s: %w", pod, node, err)
 	}
 	p, err := l.Pod(node, pod)
@@ -111,14 +93,14 @@ func (l *Lab) AddPod(ctx context.Context, node, pod string) (_ *Pod, err error) 
 
 // DelPod detaches a pod through the CNI plugin and removes its namespace.
 func (l *Lab) DelPod(ctx context.Context, node, pod string) error {
-	cfg, list, err := l.cni(node)
+	rt, err := l.cni(node)
 	if err == nil {
-		err = l.inNode(node, func() error { return cfg.DelNetworkList(ctx, list, l.runtimeConf(node, pod)) })
+		err = rt.Del(ctx, l.runtimeConf(node, pod))
 	}
 	if err != nil {
 		return fmt.Errorf("delete pod %s on %s: %w", pod, node, err)
 	}
-	if _, err = harness.Run("ip", "netns", "del", l.PodNS(node, pod)); err != nil {
+	if _, err = netns.Run("ip", "netns", "del", l.PodNS(node, pod)); err != nil {
 		return err
 	}
 	if l.kube != nil {
@@ -141,15 +123,10 @@ func (l *Lab) Pod(node, pod string) (*Pod, error) {
 // Pods lists the lab's pods, found from their namespaces, sorted by node and name.
 func (l *Lab) Pods() ([]*Pod, error) {
 	var pods []*Pod
-	for _, n := range l.T.NodesOf(RoleFlatnet) {
+	for _, n := range l.T.NodesOf(topology.RoleFlatnet) {
 		prefix := l.NS(n.Name) + "-"
-		entries, _ := os.ReadDir("/run/netns")
-		for _, e := range entries {
-			name, ok := strings.CutPrefix(e.Name(), prefix)
-			if !ok {
-				continue
-			}
-			p, err := l.Pod(n.Name, name)
+		for _, ns := range netns.List(prefix) {
+			p, err := l.Pod(n.Name, strings.TrimPrefix(ns, prefix))
 			if err != nil {
 				return nil, err
 			}

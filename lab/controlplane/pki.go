@@ -1,4 +1,4 @@
-package harness
+package controlplane
 
 import (
 	"crypto/ecdsa"
@@ -16,21 +16,28 @@ import (
 	"time"
 )
 
-// kubePKI is what the API server's flags point at: a CA, the serving
-// certificate it signed, and the ServiceAccount token signing key pair.
-type kubePKI struct {
-	caPEM                 []byte
-	serverCert, serverKey string
-	saKey, saPub          string
+// PKI is the files of a Server's certificates and keys: what the API
+// server's flags point at, and what a controller manager or kubelet added
+// later needs (the CA's key signs their certificates; the ServiceAccount key
+// signs tokens).
+type PKI struct {
+	CACert, CAKey         string
+	ServerCert, ServerKey string
+	// ServiceAccountKey signs ServiceAccount tokens; ServiceAccountPub
+	// verifies them.
+	ServiceAccountKey, ServiceAccountPub string
+
+	caPEM []byte
 }
 
 // writePKI makes the certificates and keys with Go's crypto (ECDSA P-256,
 // valid for a year: a lab may stay up for long) and writes them into dir; the
 // serving certificate names addr too.
-func writePKI(dir string, addr netip.Addr) (kubePKI, error) {
-	p := kubePKI{
-		serverCert: filepath.Join(dir, "server.crt"), serverKey: filepath.Join(dir, "server.key"),
-		saKey: filepath.Join(dir, "sa.key"), saPub: filepath.Join(dir, "sa.pub"),
+func writePKI(dir string, addr netip.Addr) (PKI, error) {
+	p := PKI{
+		CACert: filepath.Join(dir, "ca.crt"), CAKey: filepath.Join(dir, "ca.key"),
+		ServerCert: filepath.Join(dir, "server.crt"), ServerKey: filepath.Join(dir, "server.key"),
+		ServiceAccountKey: filepath.Join(dir, "sa.key"), ServiceAccountPub: filepath.Join(dir, "sa.pub"),
 	}
 	now := time.Now()
 	caKey, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
@@ -38,7 +45,7 @@ func writePKI(dir string, addr netip.Addr) (kubePKI, error) {
 		return p, err
 	}
 	caTmpl := &x509.Certificate{
-		SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "flatnet-test-ca"},
+		SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "flatnet-lab-ca"},
 		NotBefore: now.Add(-time.Hour), NotAfter: now.AddDate(1, 0, 0),
 		IsCA: true, BasicConstraintsValid: true, KeyUsage: x509.KeyUsageCertSign | x509.KeyUsageDigitalSignature,
 	}
@@ -46,7 +53,10 @@ func writePKI(dir string, addr netip.Addr) (kubePKI, error) {
 	if err != nil {
 		return p, fmt.Errorf("make CA: %w", err)
 	}
-	ca, _ := x509.ParseCertificate(caDER)
+	ca, err := x509.ParseCertificate(caDER)
+	if err != nil {
+		return p, fmt.Errorf("make CA: %w", err)
+	}
 	p.caPEM = pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: caDER})
 
 	srvKey, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
@@ -69,10 +79,10 @@ func writePKI(dir string, addr netip.Addr) (kubePKI, error) {
 		return p, err
 	}
 	files := map[string][]byte{
-		filepath.Join(dir, "ca.crt"): p.caPEM,
-		p.serverCert:                 pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: srvDER}),
+		p.CACert:     p.caPEM,
+		p.ServerCert: pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: srvDER}),
 	}
-	for path, key := range map[string]*ecdsa.PrivateKey{p.serverKey: srvKey, p.saKey: saKey} {
+	for path, key := range map[string]*ecdsa.PrivateKey{p.CAKey: caKey, p.ServerKey: srvKey, p.ServiceAccountKey: saKey} {
 		der, err := x509.MarshalECPrivateKey(key)
 		if err != nil {
 			return p, err
@@ -83,7 +93,7 @@ func writePKI(dir string, addr netip.Addr) (kubePKI, error) {
 	if err != nil {
 		return p, err
 	}
-	files[p.saPub] = pem.EncodeToMemory(&pem.Block{Type: "PUBLIC KEY", Bytes: pub})
+	files[p.ServiceAccountPub] = pem.EncodeToMemory(&pem.Block{Type: "PUBLIC KEY", Bytes: pub})
 	for path, data := range files {
 		if err := os.WriteFile(path, data, 0o600); err != nil {
 			return p, err

@@ -1,4 +1,4 @@
-package labnet
+package lab
 
 import (
 	"cmp"
@@ -8,23 +8,27 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"time"
 
 	"go.yaml.in/yaml/v3"
 
 	"github.com/flatnet-io/flatnet/deploy"
-	"github.com/flatnet-io/flatnet/test/harness"
+	"github.com/flatnet-io/flatnet/lab/controlplane"
+	"github.com/flatnet-io/flatnet/lab/netns"
+	"github.com/flatnet-io/flatnet/lab/topology"
 )
 
 // The lab with the kubernetes datastore (Lab.Datastore): etcd and a
-// kube-apiserver run in a namespace of their own, NS(KubeNode), which every
-// flatnet node reaches over a management link of its own, a veth pair:
-// 169.254.240.1 is the API server's address (on the namespace's loopback),
-// 169.254.240.<10+i> the node's end. The addresses are link-local, in scope
-// too, so neither the agents nor the report take them for the node's own. The lab
-// installs the CRDs and RBAC from deploy/, creates a Node object per flatnet
-// node (its BGP addresses as InternalIP) and a Pod object per pod, as the
-// kubelet would, and runs the agents under the flatnet ServiceAccount's token.
-// Down removes it all with the namespace.
+// kube-apiserver (lab/controlplane) run in a namespace of their own,
+// NS(KubeNode), which every flatnet node reaches over a management link of
+// its own, a veth pair: 169.254.240.1 is the API server's address (on the
+// namespace's loopback), 169.254.240.<10+i> the node's end. The addresses
+// are link-local, in scope too, so neither the agents nor the report take
+// them for the node's own. The lab installs the CRDs and RBAC from deploy/,
+// creates a Node object per flatnet node (its BGP addresses as InternalIP)
+// and a Pod object per pod, as the kubelet would, and runs the agents under
+// the flatnet ServiceAccount's token. Down removes it all with the
+// namespace.
 
 // Datastores a lab runs with.
 const (
@@ -33,65 +37,78 @@ const (
 )
 
 const (
-	// KubeNode names the API server's namespace within the lab's.
+	// KubeNode names the control plane's namespace within the lab's.
 	KubeNode = "k8s"
 	// PodNamespace is the Kubernetes namespace of the lab's Pod objects.
 	PodNamespace = "lab"
-	// mgmtIf is the management link's end in a flatnet node.
+	// mgmtIf is the management link's end in a node.
 	mgmtIf = "flmgmt"
 	// tokenLifetime is how long the agents' ServiceAccount token is good
 	// for: longer than a lab lives.
-	tokenLifetime = "8760h"
+	tokenLifetime = 365 * 24 * time.Hour
 )
 
 var kubeAddr = netip.MustParseAddr("169.254.240.1")
 
-// mgmtAddr is the address of the i-th flatnet node's end of its management link.
+// mgmtAddr is the address of the i-th node's end of its management link.
 func mgmtAddr(i int) netip.Addr { return netip.AddrFrom4([4]byte{169, 254, 240, byte(10 + i)}) }
 
 func (l *Lab) kubernetes() bool { return l.Datastore == DatastoreKubernetes }
 
 // Kube is the lab's API server, once Up has started it; nil with the file
 // datastore.
-func (l *Lab) Kube() *harness.Kube { return l.kube }
+func (l *Lab) Kube() *controlplane.Server { return l.kube }
 
 // agentKubeconfig is the kubeconfig the agents use: the ServiceAccount's.
-func (l *Lab) agentKubeconfig() string { return l.state("k8s", "agent.kubeconfig") }
+func (l *Lab) agentKubeconfig() string { return l.state(KubeNode, "agent.kubeconfig") }
 
-// startKube brings up the API server, links every flatnet node to it, and
-// makes the objects the agents need before they start.
-func (l *Lab) startKube() error {
+// checkKube refuses, before anything is changed, a lab the control plane
+// cannot run: tools missing, a node named like its namespace, a flatnet
+// node whose Node object would have no address.
+func (l *Lab) checkKube() error {
 	if _, clash := l.T.Topology.Nodes[KubeNode]; clash {
 		return fmt.Errorf("datastore kubernetes: the topology has a node named %s, the name of the API server's namespace", KubeNode)
 	}
-	if err := harness.RequireKubeTools(); err != nil {
+	if err := controlplane.CheckTools(l.KubeBin); err != nil {
+		return fmt.Errorf("datastore kubernetes: %w", err)
+	}
+	for _, n := range l.T.NodesOf(topology.RoleFlatnet) {
+		if _, err := l.bgpAddrs(n); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// startKube brings up the control plane, links every flatnet node to it, and
+// makes the objects the agents need before they start.
+func (l *Lab) startKube() error {
+	if err := l.startControlPlane(); err != nil {
 		return err
 	}
+	for i, n := range l.T.NodesOf(topology.RoleFlatnet) {
+		if err := l.linkToControlPlane(n.Name, i); err != nil {
+			return err
+		}
+		if err := l.createNode(n); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// startControlPlane starts etcd and kube-apiserver in their namespace,
+// installs flatnet's CRDs and RBAC and the pods' namespace, and writes the
+// agents' kubeconfig with the flatnet ServiceAccount's token.
+func (l *Lab) startControlPlane() error {
 	kns := l.NS(KubeNode)
-	if err := l.addNS(kns); err != nil {
+	if err := netns.Add(kns); err != nil {
 		return err
 	}
 	if _, err := l.Exec(kns, "ip", "addr", "add", kubeAddr.String()+"/32", "dev", "lo", "scope", "link"); err != nil {
 		return err
 	}
-	for i, n := range l.T.NodesOf(RoleFlatnet) {
-		kIf, addr := fmt.Sprintf("k8s%d", i), mgmtAddr(i).String()
-		if _, err := harness.Run("ip", "link", "add", "name", kIf, "netns", kns, "type", "veth", "peer", "name", mgmtIf, "netns", l.NS(n.Name)); err != nil {
-			return err
-		}
-		for _, c := range [][]string{
-			{kns, "ip", "link", "set", kIf, "up"},
-			{kns, "ip", "route", "add", addr + "/32", "dev", kIf, "src", kubeAddr.String()},
-			{l.NS(n.Name), "ip", "link", "set", mgmtIf, "up"},
-			{l.NS(n.Name), "ip", "addr", "add", addr + "/32", "dev", mgmtIf, "scope", "link"},
-			{l.NS(n.Name), "ip", "route", "add", kubeAddr.String() + "/32", "dev", mgmtIf, "src", addr},
-		} {
-			if _, err := l.Exec(c[0], c[1:]...); err != nil {
-				return fmt.Errorf("node %s: management link: %w", n.Name, err)
-			}
-		}
-	}
-	k, err := harness.StartKubeServer(l.state("k8s"), harness.KubeOptions{NetNS: kns, Address: kubeAddr, Detach: true})
+	k, err := controlplane.Start(l.state(KubeNode), controlplane.Options{BinDir: l.KubeBin, NetNS: kns, Address: kubeAddr, Detach: true})
 	if err != nil {
 		return err
 	}
@@ -110,29 +127,40 @@ func (l *Lab) startKube() error {
 		}
 		crds = append(append(crds, "\n---\n"...), b...)
 	}
+	if err := k.ApplyCRDs(crds); err != nil {
+		return err
+	}
 	rbac, err := deploy.Cluster.ReadFile("rbac.yaml")
 	if err != nil {
-		return err
-	}
-	if err := k.Apply(crds); err != nil {
-		return err
-	}
-	if _, err := k.Kubectl("wait", "--for=condition=Established", "--timeout=60s", "crd", "--all"); err != nil {
 		return err
 	}
 	if err := k.Apply(fmt.Appendf(rbac, "\n---\napiVersion: v1\nkind: Namespace\nmetadata: {name: %s}\n", PodNamespace)); err != nil {
 		return err
 	}
-	token, err := k.Kubectl("create", "token", "flatnet", "-n", "kube-system", "--duration="+tokenLifetime)
+	token, err := k.ServiceAccountToken("kube-system", "flatnet", tokenLifetime)
 	if err != nil {
 		return err
 	}
-	if err := k.WriteKubeconfig(l.agentKubeconfig(), strings.TrimSpace(token)); err != nil {
+	return k.WriteKubeconfig(l.agentKubeconfig(), token)
+}
+
+// linkToControlPlane gives a node, the i-th linked, its management link to
+// the control plane's namespace.
+func (l *Lab) linkToControlPlane(node string, i int) error {
+	kns := l.NS(KubeNode)
+	kIf, addr := fmt.Sprintf("k8s%d", i), mgmtAddr(i).String()
+	if _, err := netns.Run("ip", "link", "add", "name", kIf, "netns", kns, "type", "veth", "peer", "name", mgmtIf, "netns", l.NS(node)); err != nil {
 		return err
 	}
-	for _, n := range l.T.NodesOf(RoleFlatnet) {
-		if err := l.createNode(n); err != nil {
-			return err
+	for _, c := range [][]string{
+		{kns, "ip", "link", "set", kIf, "up"},
+		{kns, "ip", "route", "add", addr + "/32", "dev", kIf, "src", kubeAddr.String()},
+		{l.NS(node), "ip", "link", "set", mgmtIf, "up"},
+		{l.NS(node), "ip", "addr", "add", addr + "/32", "dev", mgmtIf, "scope", "link"},
+		{l.NS(node), "ip", "route", "add", kubeAddr.String() + "/32", "dev", mgmtIf, "src", addr},
+	} {
+		if _, err := l.Exec(c[0], c[1:]...); err != nil {
+			return fmt.Errorf("node %s: management link: %w", node, err)
 		}
 	}
 	return nil
@@ -140,7 +168,7 @@ func (l *Lab) startKube() error {
 
 // createNode makes the Node object of a flatnet node, with the addresses its
 // config gives BGP as InternalIP: the mesh finds its peers there.
-func (l *Lab) createNode(n *Node) error {
+func (l *Lab) createNode(n *topology.Node) error {
 	addrs, err := l.bgpAddrs(n)
 	if err != nil {
 		return err
@@ -160,11 +188,11 @@ func (l *Lab) createNode(n *Node) error {
 
 // bgpAddrs reads bgp.nodeIPv4 and bgp.nodeIPv6 from a flatnet node's config
 // (the FLATNET_BGP_* variables of the node, when set, win, as in the agent).
-func (l *Lab) bgpAddrs(n *Node) ([]netip.Addr, error) {
-	conf, _ := l.T.Bind(n, FlatnetConfigPath)
+func (l *Lab) bgpAddrs(n *topology.Node) ([]netip.Addr, error) {
+	conf, _ := l.T.Bind(n, topology.FlatnetConfigPath)
 	b, err := os.ReadFile(conf)
 	if err != nil {
-		return nil, err
+		return nil, fmt.Errorf("node %s: %w", n.Name, err)
 	}
 	var c struct {
 		BGP struct {

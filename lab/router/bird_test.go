@@ -1,4 +1,4 @@
-package labnet
+package router
 
 import (
 	"os"
@@ -15,10 +15,10 @@ func TestBirdSessions(t *testing.T) {
 		t.Fatal(err)
 	}
 	want := []Session{
-		{Node: "tor", Peer: "node1 (10.0.1.2 AS64512)", State: "established", Received: 1},
-		{Node: "tor", Peer: "node2 (10.0.2.2 AS64513)", State: "established", Received: 1},
+		{Peer: "node1 (10.0.1.2 AS64512)", State: "established", Received: 1},
+		{Peer: "node2 (10.0.2.2 AS64513)", State: "established", Received: 1},
 	}
-	if diff := cmp.Diff(want, birdSessions("tor", string(b))); diff != "" {
+	if diff := cmp.Diff(want, birdSessions(string(b))); diff != "" {
 		t.Errorf("sessions (-want +got):\n%s", diff)
 	}
 }
