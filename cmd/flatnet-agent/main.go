@@ -1,5 +1,6 @@
 // Command flatnet-agent is flatnet's per-node agent: it serves IPAM to the node's
-// CNI plugin on a unix socket.
+// CNI plugin on a unix socket. `flatnet-agent install-cni` installs the CNI
+// plugin and its conflist on the node instead (the DaemonSet's init container).
 package main
 
 import (
@@ -17,6 +18,9 @@ import (
 	"github.com/flatnet-io/flatnet/config"
 )
 
+// version is stamped by the build: -ldflags "-X main.version=...".
+var version = "dev"
+
 func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 	err := run(ctx, os.Args[1:])
@@ -28,10 +32,18 @@ func main() {
 }
 
 func run(ctx context.Context, args []string) error {
+	if len(args) > 0 && args[0] == "install-cni" {
+		return installCNI(args[1:])
+	}
 	fs := pflag.NewFlagSet("flatnet-agent", pflag.ContinueOnError)
 	config.AddFlags(fs)
+	showVersion := fs.Bool("version", false, "print the version and exit")
 	if err := fs.Parse(args); err != nil {
 		return err
+	}
+	if *showVersion {
+		fmt.Println("flatnet-agent", version)
+		return nil
 	}
 	path, _ := fs.GetString("config")
 	cfg, err := config.Load(path, fs)

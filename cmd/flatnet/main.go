@@ -11,11 +11,14 @@ import (
 	"github.com/flatnet-io/flatnet/cni"
 )
 
+// version is stamped by the build: -ldflags "-X main.version=...".
+var version = "dev"
+
 func init() {
 	// Namespace switches are per OS thread: keep main on one.
 	runtime.LockOSThread()
 }
 
 func main() {
-	skel.PluginMainFuncs(cni.Funcs(), cni.SupportedVersions, "flatnet: BGP-routed pod networking, no bridge, no NAT")
+	skel.PluginMainFuncs(cni.Funcs(), cni.SupportedVersions, "flatnet "+version+": BGP-routed pod networking, no bridge, no NAT")
 }

@@ -13,6 +13,9 @@ import (
 	"github.com/spf13/cobra"
 )
 
+// version is stamped by the build: -ldflags "-X main.version=...".
+var version = "dev"
+
 func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 	err := newRoot().ExecuteContext(ctx)
@@ -35,9 +38,11 @@ func newRoot() *cobra.Command {
 	root := &cobra.Command{
 		Use:           "flatnetctl",
 		Short:         "Inspect a flatnet node through its agent",
+		Version:       version,
 		SilenceUsage:  true,
 		SilenceErrors: true,
 	}
+	root.SetVersionTemplate("flatnetctl {{.Version}}\n")
 	root.PersistentFlags().StringVar(&opts.socket, "socket", "/run/flatnet/flatnet.sock", "the agent's API socket")
 	root.PersistentFlags().StringVarP(&opts.output, "output", "o", "table", "output format: table or json")
 	root.PersistentFlags().DurationVar(&opts.timeout, "timeout", 10*time.Second, "how long to wait for the agent")
