@@ -13,3 +13,10 @@ import "embed"
 //
 //go:embed crds/*.yaml rbac.yaml
 var Cluster embed.FS
+
+// Kustomization is the whole kustomization (kustomization.yaml and every file
+// it names): what `kubectl apply --server-side -k` takes, for the lab's real
+// nodes, which apply it unchanged.
+//
+//go:embed kustomization.yaml crds/*.yaml rbac.yaml daemonset.yaml agent/flatnet.yaml cni/10-flatnet.conflist
+var Kustomization embed.FS

@@ -90,6 +90,12 @@ func (l *Lab) startKube() error {
 		if err := l.linkToControlPlane(n.Name, i); err != nil {
 			return err
 		}
+		if isReal(n) { // its kubelet registers it
+			if err := l.prepareRealNode(n, i); err != nil {
+				return err
+			}
+			continue
+		}
 		if err := l.createNode(n); err != nil {
 			return err
 		}
@@ -108,7 +114,7 @@ func (l *Lab) startControlPlane() error {
 	if _, err := l.Exec(kns, "ip", "addr", "add", kubeAddr.String()+"/32", "dev", "lo", "scope", "link"); err != nil {
 		return err
 	}
-	k, err := controlplane.Start(l.state(KubeNode), controlplane.Options{BinDir: l.KubeBin, NetNS: kns, Address: kubeAddr, Detach: true})
+	k, err := controlplane.Start(l.state(KubeNode), l.controlPlaneOptions(controlplane.Options{BinDir: l.KubeBin, NetNS: kns, Address: kubeAddr, Detach: true}))
 	if err != nil {
 		return err
 	}

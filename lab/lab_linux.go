@@ -30,6 +30,9 @@ type Lab struct {
 	// KubeBin holds kube-apiserver (and kubectl, if none is on PATH), for
 	// DatastoreKubernetes: the directory `make kube-bins` builds into.
 	KubeBin string
+	// ImageDir holds the image archives real nodes import (make image:
+	// bin/images).
+	ImageDir string
 	// StateDir holds the lab's files: logs, sockets, the shared datastore,
 	// daemon configs, the CNI cache. Default /run/flatnet-lab/<name>.
 	StateDir string
@@ -96,7 +99,12 @@ func (l *Lab) state(parts ...string) string {
 }
 
 // Socket is the agent socket of a flatnet node.
-func (l *Lab) Socket(node string) string { return l.state(node, "flatnet.sock") }
+func (l *Lab) Socket(node string) string {
+	if l.Real(node) {
+		return l.realSocket(node)
+	}
+	return l.state(node, "flatnet.sock")
+}
 
 func (l *Lab) logf(format string, args ...any) {
 	if l.Log != nil {
@@ -132,6 +140,9 @@ func (l *Lab) check() error {
 				return fmt.Errorf("flatnet nodes need %s: %w (make build)", b, err)
 			}
 		}
+	}
+	if err := l.checkReal(); err != nil {
+		return err
 	}
 	if l.kubernetes() {
 		return l.checkKube()
@@ -193,10 +204,17 @@ func (l *Lab) Up(ctx context.Context) (err error) {
 			if s.start == nil {
 				continue
 			}
-			if err := s.start(ctx, n); err != nil {
+			start := s.start
+			if s.role == topology.RoleFlatnet && isReal(n) {
+				start = l.startRealNode
+			}
+			if err := start(ctx, n); err != nil {
 				return err
 			}
 		}
+	}
+	if len(l.realNodes()) > 0 {
+		return l.deployFlatnet()
 	}
 	return nil
 }
@@ -206,7 +224,8 @@ func (l *Lab) Up(ctx context.Context) (err error) {
 // kernel's and the file system's state alone, so it cleans up after a crashed
 // Up too, and it is not an error when there is nothing to remove.
 func (l *Lab) Down() error {
-	err := remove(l.Namespaces())
+	err := stopRealNodes(l.NSPrefix())
+	err = errors.Join(err, remove(l.Namespaces()))
 	if rerr := os.RemoveAll(l.state()); rerr != nil {
 		err = errors.Join(err, rerr)
 	}
@@ -231,7 +250,7 @@ func Sweep(prefix string) error {
 	if prefix == "" {
 		return errors.New("sweep: empty namespace prefix")
 	}
-	return remove(netns.List(prefix))
+	return errors.Join(stopRealNodes(prefix), remove(netns.List(prefix)))
 }
 
 // remove kills every process in the namespaces, deletes them and FRR's run

@@ -18,12 +18,14 @@ import (
 	"syscall"
 
 	"github.com/flatnet-io/flatnet/lab"
+	"github.com/flatnet-io/flatnet/lab/kubenode"
 	"github.com/flatnet-io/flatnet/lab/topology"
 )
 
 func init() { runtime.LockOSThread() }
 
 func main() {
+	kubenode.MaybeInit() // a real node's first process, started by the lab
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 	err := run(ctx, os.Args[1:])
 	stop()
@@ -46,7 +48,8 @@ func run(ctx context.Context, args []string) error {
 	bin := fs.String("bin", "", "directory of the flatnet binaries (default: the directory of flatnet-lab)")
 	kubeBin := fs.String("kube-bin", os.Getenv("FLATNET_KUBE_BIN"), "directory of kube-apiserver, for --datastore kubernetes (default $FLATNET_KUBE_BIN)")
 	state := fs.String("state", "", "state directory (default /run/flatnet-lab/NAME)")
-	datastore := fs.String("datastore", lab.DatastoreFile, "where the agents keep IPAM and the node registry (up): file, or kubernetes (an API server the lab runs)")
+	datastore := fs.String("datastore", lab.DatastoreFile, "where the agents keep IPAM and the node registry (up): file, or kubernetes (an API server the lab runs; always, with real nodes)")
+	images := fs.String("images", "", "directory of the image archives real nodes import (default: images/ beside flatnet-lab, where make image puts them)")
 	if err := fs.Parse(args[1:]); err != nil {
 		return err
 	}
@@ -64,7 +67,17 @@ func run(ctx context.Context, args []string) error {
 		}
 		*bin = filepath.Dir(exe)
 	}
-	l := &lab.Lab{T: t, Bin: *bin, KubeBin: *kubeBin, StateDir: *state, Log: os.Stderr, Datastore: *datastore}
+	if *images == "" {
+		*images = filepath.Join(*bin, "images")
+	}
+	l := &lab.Lab{T: t, Bin: *bin, KubeBin: *kubeBin, ImageDir: *images, StateDir: *state, Log: os.Stderr, Datastore: *datastore}
+	if l.HasRealNodes() {
+		datastoreSet := false
+		fs.Visit(func(f *flag.Flag) { datastoreSet = datastoreSet || f.Name == "datastore" })
+		if !datastoreSet {
+			l.Datastore = lab.DatastoreKubernetes
+		}
+	}
 	switch verb {
 	case "up":
 		return l.UpWithPods(ctx, *pods, os.Stdout)

@@ -278,3 +278,17 @@ func makeCgroups(root string) error {
 	}
 	return nil
 }
+
+// RemoveDir stops the node whose directory dir is, from what the directory
+// holds (a node of an earlier run too), and deletes the directory.
+func RemoveDir(dir string) error {
+	n, err := readNode(dir)
+	if err != nil {
+		if errors.Is(err, os.ErrNotExist) {
+			return os.RemoveAll(dir)
+		}
+		return err
+	}
+	n.Dir = dir
+	return n.Remove()
+}
