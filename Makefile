@@ -28,6 +28,17 @@ deps: ## install the missing Debian packages the tests and the lab need (root)
 build: ## build the binaries into bin/
 	$(GO) build -o $(BIN)/ $(addprefix ./cmd/,$(BINARIES))
 
+# `make image` tags flatnet's images with VERSION and stamps it into the
+# binaries. It defaults to the tag deploy/kustomization.yaml names, so that
+# the DaemonSet runs what was built; `make image VERSION=$(git describe
+# --tags --always --dirty)` for anything else (then set the kustomization's
+# newTag to match).
+VERSION ?= $(shell sed -n 's/^ *newTag: *//p' deploy/kustomization.yaml)
+
+.PHONY: image
+image: ## build the images (flatnet; the lab's pause and echo) as archives in bin/images/, no container engine; VERSION=tag
+	$(GO) run ./cmd/flatnet-image --go $(GO) --version $(VERSION) --out $(BIN)/images
+
 # The Kubernetes tests and the real-node lab run the upstream Kubernetes
 # binaries, built from the Go module proxy in their own module
 # (test/kube/apiserver) as ONE multi-call binary, `kube` (kube-apiserver,
