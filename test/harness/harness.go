@@ -1,9 +1,10 @@
 // Package harness runs flatnet's real parts for privileged tests: network
 // namespaces as nodes and pods, the built flatnet-agent inside a node, and the
-// CNI plugin called through libcni as a container runtime calls it. It holds no
-// fakes, and it must never touch anything outside the namespaces it made.
+// CNI plugin called through libcni as a container runtime calls it, and a
+// private containerd (StartContainerd). It holds no fakes, and it must never
+// touch anything outside the namespaces and directories it made.
 //
-// Privileged tests call Require first: outside CI it skips a test that lacks
+// Privileged tests call Require (or RequireTools) first: outside CI it skips a test that lacks
 // root or a tool; in CI (CI=true) it fails it, because a skipped test has not run.
 package harness
 
