@@ -21,7 +21,7 @@ import (
 // The lab with the kubernetes datastore (Lab.Datastore): etcd and a
 // kube-apiserver (lab/controlplane) run in a namespace of their own,
 // NS(KubeNode), which every flatnet node reaches over a management link of
-// its own, a veth pair: 169.254.240.1 is the API server's address (on the
+// its own, a veth pair: 192.0.2.240 is the API server's address (on the
 // namespace's loopback), 169.254.240.<10+i> the node's end. The addresses
 // are link-local, in scope too, so neither the agents nor the report take
 // them for the node's own. The lab installs the CRDs and RBAC from deploy/,
@@ -48,7 +48,10 @@ const (
 	tokenLifetime = 365 * 24 * time.Hour
 )
 
-var kubeAddr = netip.MustParseAddr("169.254.240.1")
+// kubeAddr is not link-local: it is the kubernetes Service's endpoint, and
+// an EndpointSlice refuses link-local addresses. A documentation address,
+// used only inside the lab's namespaces.
+var kubeAddr = netip.MustParseAddr("192.0.2.240")
 
 // mgmtAddr is the address of the i-th node's end of its management link.
 func mgmtAddr(i int) netip.Addr { return netip.AddrFrom4([4]byte{169, 254, 240, byte(10 + i)}) }

@@ -2,6 +2,7 @@ package lab
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io/fs"
@@ -303,13 +304,115 @@ func (l *Lab) peerObjects() (peers, secret []byte, err error) {
 }
 
 // realSocket is where the host reaches a real node's agent socket
-// (/run/flatnet/flatnet.sock in the node): in the upper layer of the node's
-// overlay over /run.
+// (/run/flatnet/flatnet.sock in the node's mount namespace): through the
+// root of the node's first process, which resolves paths in that namespace.
 func (l *Lab) realSocket(node string) string {
-	return filepath.Join(realNodeDirRoot, l.NS(node), "overlay", "run", "upper", "flatnet", "flatnet.sock")
+	kn, err := l.KubeNode(node)
+	if err != nil {
+		return ""
+	}
+	return kn.Path("/run/flatnet/flatnet.sock")
 }
-
-
 
 // HasRealNodes reports whether the topology has real nodes.
 func (l *Lab) HasRealNodes() bool { return len(l.realNodes()) > 0 }
+
+// realPods lists the pods running on real nodes (hostNetwork ones left out),
+// each with the path of its network namespace from the host.
+func (l *Lab) realPods() ([]*Pod, error) {
+	if !l.HasRealNodes() || l.kube == nil {
+		return nil, nil
+	}
+	out, err := l.kube.Kubectl("get", "pods", "-A", "-o", "json")
+	if err != nil {
+		return nil, err
+	}
+	var list struct {
+		Items []struct {
+			Metadata struct{ Name, Namespace string } `json:"metadata"`
+			Spec     struct {
+				NodeName    string `json:"nodeName"`
+				HostNetwork bool   `json:"hostNetwork"`
+			} `json:"spec"`
+			Status struct {
+				Phase  string `json:"phase"`
+				PodIPs []struct {
+					IP netip.Addr `json:"ip"`
+				} `json:"podIPs"`
+			} `json:"status"`
+		} `json:"items"`
+	}
+	if err := json.Unmarshal([]byte(out), &list); err != nil {
+		return nil, err
+	}
+	netnsOf := map[string]map[netip.Addr]string{}
+	var pods []*Pod
+	for _, it := range list.Items {
+		if it.Spec.HostNetwork || it.Status.Phase != "Running" || len(it.Status.PodIPs) == 0 || !l.Real(it.Spec.NodeName) {
+			continue
+		}
+		node := it.Spec.NodeName
+		if netnsOf[node] == nil {
+			kn, err := l.KubeNode(node)
+			if err != nil {
+				return nil, err
+			}
+			if netnsOf[node], err = kn.PodNetNS(); err != nil {
+				return nil, err
+			}
+		}
+		p := &Pod{Node: node, Name: it.Metadata.Namespace + "/" + it.Metadata.Name}
+		for _, ip := range it.Status.PodIPs {
+			p.Addrs = append(p.Addrs, ip.IP)
+			if path, ok := netnsOf[node][ip.IP]; ok {
+				p.NS = path
+			}
+		}
+		if p.NS == "" {
+			continue // not wired yet, or gone
+		}
+		pods = append(pods, p)
+	}
+	slices.SortFunc(pods, func(a, b *Pod) int { return strings.Compare(a.Node+a.Name, b.Node+b.Name) })
+	return pods, nil
+}
+
+// runEchoPods runs the lab's workload on real nodes: per real node a
+// Deployment of n echo pods pinned to it, and waits until they run.
+func (l *Lab) runEchoPods(n int) error {
+	var b strings.Builder
+	for _, node := range l.realNodes() {
+		fmt.Fprintf(&b, `---
+apiVersion: apps/v1
+kind: Deployment
+metadata: {name: echo-%[1]s, namespace: %[2]s}
+spec:
+  replicas: %[3]d
+  selector: {matchLabels: {app: echo, node: %[1]s}}
+  template:
+    metadata: {labels: {app: echo, node: %[1]s}}
+    spec:
+      nodeSelector: {kubernetes.io/hostname: %[1]s}
+      terminationGracePeriodSeconds: 1
+      containers:
+        - name: echo
+          image: ghcr.io/flatnet-io/flatnet-echo:%[4]s
+          imagePullPolicy: Never
+          ports: [{containerPort: 8080, name: http}]
+          readinessProbe: {httpGet: {path: /, port: 8080}, periodSeconds: 1}
+`, node.Name, PodNamespace, n, EchoTag)
+	}
+	if err := l.kube.Apply([]byte(b.String())); err != nil {
+		return err
+	}
+	for _, node := range l.realNodes() {
+		if _, err := l.kube.Kubectl("-n", PodNamespace, "rollout", "status", "deployment/echo-"+node.Name, fmt.Sprintf("--timeout=%s", rolloutTimeout)); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// EchoTag is the tag of the lab's echo image (make image: the
+// kustomization's tag).
+const EchoTag = "v0.1.0"

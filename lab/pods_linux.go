@@ -134,7 +134,11 @@ func (l *Lab) Pods() ([]*Pod, error) {
 		}
 	}
 	slices.SortFunc(pods, func(a, b *Pod) int { return strings.Compare(a.NS, b.NS) })
-	return pods, nil
+	real, err := l.realPods()
+	if err != nil {
+		return nil, err
+	}
+	return append(pods, real...), nil
 }
 
 // PodsFile is where the lab lists its pods for flatnetctl verify.

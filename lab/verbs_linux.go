@@ -28,7 +28,15 @@ func (l *Lab) UpWithPods(ctx context.Context, pods int, w io.Writer) error {
 	if err := l.Up(ctx); err != nil {
 		return err
 	}
+	if l.HasRealNodes() && pods > 0 {
+		if err := l.runEchoPods(pods); err != nil {
+			return err
+		}
+	}
 	for _, n := range l.T.NodesOf(topology.RoleFlatnet) {
+		if isReal(n) {
+			continue // its pods are the kubelet's
+		}
 		for i := 1; i <= pods; i++ {
 			p, err := l.AddPod(ctx, n.Name, fmt.Sprintf("pod%d", i))
 			if err != nil {

@@ -212,7 +212,7 @@ func probe(rule string, from, to Endpoint, target netip.Addr) Check {
 // sockets made there stay there.
 func inNS[T any](name string, fn func() (T, error)) (T, error) {
 	var out T
-	h, err := ns.GetNS("/run/netns/" + name)
+	h, err := ns.GetNS(nsPath(name))
 	if err != nil {
 		return out, err
 	}
@@ -226,7 +226,16 @@ func inNS[T any](name string, fn func() (T, error)) (T, error) {
 }
 
 func pingFrom(netns string, dst netip.Addr) (string, error) {
-	return runCmd("ip", "netns", "exec", netns, "ping", "-c", "1", "-W", "2", dst.String())
+	return runCmd("nsenter", "--net="+nsPath(netns), "ping", "-c", "1", "-W", "2", dst.String())
+}
+
+// nsPath is the file of a network namespace: a name under /run/netns, or a
+// path as it is (/proc/<pid>/ns/net: a real pod's, made by its runtime).
+func nsPath(name string) string {
+	if strings.HasPrefix(name, "/") {
+		return name
+	}
+	return "/run/netns/" + name
 }
 
 func runCmd(name string, args ...string) (string, error) {

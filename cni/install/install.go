@@ -110,6 +110,10 @@ func Install(opts Options, log *slog.Logger) ([]Change, error) {
 	changes := make([]Change, 0, len(files))
 	for _, f := range files {
 		changes = append(changes, Change{Path: f.dst, Action: f.action})
+		if f.action == Kept {
+			log.Info("cni file kept: the node has its own, and it is installed only where missing", "file", f.dst)
+			continue
+		}
 		log.Info("cni file "+string(f.action), "file", f.dst)
 	}
 	return changes, nil

@@ -93,13 +93,16 @@ func discard(files []*file) {
 // makes the renames durable and completes the conflist.
 //
 // The conflist is renamed in without its final newline, and the newline is
-// then appended in place. A rename into the watched directory is a create
-// event, which containerd's CRI ignores (it reloads on write, rename and
-// remove events only; containerd 2.4.2 was seen to miss a conflist renamed
-// in from elsewhere); the append is a write event every runtime's watcher
-// acts on, and the file is a whole, valid conflist before and after it, so
-// no watcher ever reads a half-written one (an in-place rewrite would
-// truncate it first).
+// then appended in place, so that every runtime's watcher sees a write to
+// the finished file. containerd's CRI ignores create events, and a rename
+// into the watched directory is one (for the new name): containerd 2.4.2
+// was seen to miss a conflist renamed in from another directory, and
+// 1.6.20 logs "ignore event" for it. It does act on the rename event of the
+// staged file's own name, which exists because the file is staged in the
+// same directory, and on the append's write event (containerd 1.6.20 logs
+// both; TestPrivilegedContainerdNoticesConflist). The file is a whole, valid
+// conflist before and after the append, so no watcher reads a half-written
+// one, as an in-place rewrite (truncate, then write) would let it.
 func commit(files []*file) error {
 	dirs := map[string]bool{}
 	for i, f := range files {

@@ -220,3 +220,14 @@ func nsAddrs(path string) ([]netip.Addr, error) {
 	})
 	return out, err
 }
+
+// Path is where the host reaches a path of the node's mount namespace
+// (under /proc/<pid>/root of the node's first process); "" when the node is
+// not running.
+func (n *Node) Path(p string) string {
+	pid, err := n.pid()
+	if err != nil {
+		return ""
+	}
+	return fmt.Sprintf("/proc/%d/root%s", pid, p)
+}

@@ -1,11 +1,11 @@
 // Package harness adapts the lab's parts (lab/netns, lab/cniruntime,
 // lab/controlplane) to privileged tests: thin testing.TB wrappers that fail
 // the test on an error and clean up with t.Cleanup, plus what only tests
-// need — Require, names unique to a test process, a flatnet-agent with a
+// need — Require, a private containerd (StartContainerd), names unique to a test process, a flatnet-agent with a
 // test's configuration. It holds no fakes, and it must never touch anything
 // outside the namespaces it made.
 //
-// Privileged tests call Require first: outside CI it skips a test that lacks
+// Privileged tests call Require (or RequireTools) first: outside CI it skips a test that lacks
 // root or a tool; in CI (CI=true) it fails it, because a skipped test has not run.
 package harness
 
