@@ -69,6 +69,9 @@ func (l *Lab) checkKube() error {
 	if _, clash := l.T.Topology.Nodes[KubeNode]; clash {
 		return fmt.Errorf("datastore kubernetes: the topology has a node named %s, the name of the API server's namespace", KubeNode)
 	}
+	if l.KubeBin == "" {
+		return fmt.Errorf("datastore kubernetes: no directory of kube-apiserver given (flatnet-lab --kube-bin, or $FLATNET_KUBE_BIN; make kube-bins builds it)")
+	}
 	if err := controlplane.CheckTools(l.KubeBin); err != nil {
 		return fmt.Errorf("datastore kubernetes: %w", err)
 	}
