@@ -89,8 +89,8 @@ func (l *Lab) startKube() error {
 	if err := l.startControlPlane(); err != nil {
 		return err
 	}
-	for i, n := range l.T.NodesOf(topology.RoleFlatnet) {
-		if err := l.linkToControlPlane(n.Name, i); err != nil {
+	for _, n := range l.T.NodesOf(topology.RoleFlatnet) {
+		if _, err := l.linkToControlPlane(n.Name); err != nil {
 			return err
 		}
 		if err := l.createNode(n); err != nil {
@@ -147,13 +147,19 @@ func (l *Lab) startControlPlane() error {
 	return k.WriteKubeconfig(l.agentKubeconfig(), token)
 }
 
-// linkToControlPlane gives a node, the i-th linked, its management link to
-// the control plane's namespace.
-func (l *Lab) linkToControlPlane(node string, i int) error {
+// linkToControlPlane gives a node its management link to the control
+// plane's namespace and returns the node's address on it: any node that
+// talks to the API server (a flatnet node's agent, a kubelet) gets one.
+func (l *Lab) linkToControlPlane(node string) (netip.Addr, error) {
 	kns := l.NS(KubeNode)
+	i := l.mgmtLinks
+	if i >= 240 {
+		return netip.Addr{}, fmt.Errorf("node %s: management link: the lab links at most 240 nodes to the control plane", node)
+	}
+	l.mgmtLinks++
 	kIf, addr := fmt.Sprintf("k8s%d", i), mgmtAddr(i).String()
 	if _, err := netns.Run("ip", "link", "add", "name", kIf, "netns", kns, "type", "veth", "peer", "name", mgmtIf, "netns", l.NS(node)); err != nil {
-		return err
+		return netip.Addr{}, err
 	}
 	for _, c := range [][]string{
 		{kns, "ip", "link", "set", kIf, "up"},
@@ -163,10 +169,10 @@ func (l *Lab) linkToControlPlane(node string, i int) error {
 		{l.NS(node), "ip", "route", "add", kubeAddr.String() + "/32", "dev", mgmtIf, "src", addr},
 	} {
 		if _, err := l.Exec(c[0], c[1:]...); err != nil {
-			return fmt.Errorf("node %s: management link: %w", node, err)
+			return netip.Addr{}, fmt.Errorf("node %s: management link: %w", node, err)
 		}
 	}
-	return nil
+	return mgmtAddr(i), nil
 }
 
 // createNode makes the Node object of a flatnet node, with the addresses its
