@@ -106,12 +106,13 @@ generate: ## regenerate the protobuf code (protoc from Debian, plugins pinned in
 	PATH=$(BIN)/tools:$$PATH protoc --go_out=. --go_opt=paths=source_relative \
 		--go-grpc_out=. --go-grpc_opt=paths=source_relative ipam/ipampb/ipam.proto agent/agentpb/agent.proto
 
-LAB ?= test/topologies/two-node-tor/two-node-tor.clab.yml
+# LAB is a topology's name in test/topologies (or a path to a topology file).
+LAB ?= two-node-tor
 # DATASTORE=kubernetes runs the lab on its own kube-apiserver (built once by kube-bins).
 DATASTORE ?= file
 
 .PHONY: lab
-lab: deps build $(if $(filter kubernetes,$(DATASTORE)),kube-bins) ## bring up the lab (LAB=topology file, default two-node-tor; DATASTORE=file|kubernetes), 2 pods a node, and show them talking
+lab: deps build $(if $(filter kubernetes,$(DATASTORE)),kube-bins) ## bring up the lab (LAB=topology name or file, default two-node-tor; DATASTORE=file|kubernetes), 2 pods a node, and show them talking
 	$(BIN)/flatnet-lab up -t $(LAB) --pods 2 --datastore $(DATASTORE)
 
 .PHONY: lab-down

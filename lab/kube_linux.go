@@ -72,6 +72,9 @@ func (l *Lab) checkKube() error {
 	if _, clash := l.T.Topology.Nodes[KubeNode]; clash {
 		return fmt.Errorf("datastore kubernetes: the topology has a node named %s, the name of the API server's namespace", KubeNode)
 	}
+	if l.KubeBin == "" {
+		return fmt.Errorf("datastore kubernetes: no directory of kube-apiserver given (flatnet-lab --kube-bin, or $FLATNET_KUBE_BIN; make kube-bins builds it)")
+	}
 	if err := controlplane.CheckTools(l.KubeBin); err != nil {
 		return fmt.Errorf("datastore kubernetes: %w", err)
 	}
@@ -89,8 +92,9 @@ func (l *Lab) startKube() error {
 	if err := l.startControlPlane(); err != nil {
 		return err
 	}
-	for i, n := range l.T.NodesOf(topology.RoleFlatnet) {
-		if err := l.linkToControlPlane(n.Name, i); err != nil {
+	for _, n := range l.T.NodesOf(topology.RoleFlatnet) {
+		i := l.mgmtLinks // the link's number, for a real node's routes
+		if _, err := l.linkToControlPlane(n.Name); err != nil {
 			return err
 		}
 		if isReal(n) { // its kubelet registers it
@@ -153,13 +157,19 @@ func (l *Lab) startControlPlane() error {
 	return k.WriteKubeconfig(l.agentKubeconfig(), token)
 }
 
-// linkToControlPlane gives a node, the i-th linked, its management link to
-// the control plane's namespace.
-func (l *Lab) linkToControlPlane(node string, i int) error {
+// linkToControlPlane gives a node its management link to the control
+// plane's namespace and returns the node's address on it: any node that
+// talks to the API server (a flatnet node's agent, a kubelet) gets one.
+func (l *Lab) linkToControlPlane(node string) (netip.Addr, error) {
 	kns := l.NS(KubeNode)
+	i := l.mgmtLinks
+	if i >= 240 {
+		return netip.Addr{}, fmt.Errorf("node %s: management link: the lab links at most 240 nodes to the control plane", node)
+	}
+	l.mgmtLinks++
 	kIf, addr := fmt.Sprintf("k8s%d", i), mgmtAddr(i).String()
 	if _, err := netns.Run("ip", "link", "add", "name", kIf, "netns", kns, "type", "veth", "peer", "name", mgmtIf, "netns", l.NS(node)); err != nil {
-		return err
+		return netip.Addr{}, err
 	}
 	for _, c := range [][]string{
 		{kns, "ip", "link", "set", kIf, "up"},
@@ -169,10 +179,10 @@ func (l *Lab) linkToControlPlane(node string, i int) error {
 		{l.NS(node), "ip", "route", "add", kubeAddr.String() + "/32", "dev", mgmtIf, "src", addr},
 	} {
 		if _, err := l.Exec(c[0], c[1:]...); err != nil {
-			return fmt.Errorf("node %s: management link: %w", node, err)
+			return netip.Addr{}, fmt.Errorf("node %s: management link: %w", node, err)
 		}
 	}
-	return nil
+	return mgmtAddr(i), nil
 }
 
 // createNode makes the Node object of a flatnet node, with the addresses its

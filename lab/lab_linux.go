@@ -47,7 +47,8 @@ type Lab struct {
 	// DatastoreKubernetes, an API server the lab runs (kube_linux.go).
 	Datastore string
 
-	kube *controlplane.Server // the lab's API server, with DatastoreKubernetes
+	kube      *controlplane.Server // the lab's API server, with DatastoreKubernetes
+	mgmtLinks int                  // management links to the control plane made
 }
 
 // starters say what Up starts in a node of each role, in this order: routers
@@ -224,6 +225,7 @@ func (l *Lab) Up(ctx context.Context) (err error) {
 // kernel's and the file system's state alone, so it cleans up after a crashed
 // Up too, and it is not an error when there is nothing to remove.
 func (l *Lab) Down() error {
+	l.kube, l.mgmtLinks = nil, 0
 	err := stopRealNodes(l.NSPrefix())
 	err = errors.Join(err, remove(l.Namespaces()))
 	if rerr := os.RemoveAll(l.state()); rerr != nil {

@@ -47,6 +47,7 @@ func run(ctx context.Context, args []string) error {
 	pods := fs.Int("pods", 2, "pods to create on every flatnet node (up)")
 	bin := fs.String("bin", "", "directory of the flatnet binaries (default: the directory of flatnet-lab)")
 	kubeBin := fs.String("kube-bin", os.Getenv("FLATNET_KUBE_BIN"), "directory of kube-apiserver, for --datastore kubernetes (default $FLATNET_KUBE_BIN)")
+	topologies := fs.String("topologies", "", "directory of the topologies -t names (default: test/topologies here, or next to the binary's directory)")
 	state := fs.String("state", "", "state directory (default /run/flatnet-lab/NAME)")
 	datastore := fs.String("datastore", lab.DatastoreFile, "where the agents keep IPAM and the node registry (up): file, or kubernetes (an API server the lab runs; always, with real nodes)")
 	images := fs.String("images", "", "directory of the image archives real nodes import (default: images/ beside flatnet-lab, where make image puts them)")
@@ -56,7 +57,7 @@ func run(ctx context.Context, args []string) error {
 	if *file == "" {
 		return errUsage
 	}
-	t, err := topology.Load(*file)
+	t, err := loadTopology(*file, topologyDirs(*topologies)...)
 	if err != nil {
 		return err
 	}
@@ -94,4 +95,31 @@ func run(ctx context.Context, args []string) error {
 		return err
 	}
 	return errUsage
+}
+
+// loadTopology loads the topology arg names: a file, or a topology's name
+// in one of dirs.
+func loadTopology(arg string, dirs ...string) (*topology.Topology, error) {
+	path, err := topology.Resolve(arg, dirs...)
+	if err != nil {
+		return nil, err
+	}
+	return topology.Load(path)
+}
+
+// topologyDirs are where -t looks for a topology by name: dir if given,
+// else test/topologies in the working directory and next to the binary's
+// directory (bin/flatnet-lab in the repository).
+func topologyDirs(dir string) []string {
+	if dir != "" {
+		return []string{dir}
+	}
+	dirs := []string{filepath.Join("test", "topologies")}
+	if exe, err := os.Executable(); err == nil {
+		d := filepath.Join(filepath.Dir(exe), "..", "test", "topologies")
+		if abs, err := filepath.Abs(dirs[0]); err != nil || abs != d {
+			dirs = append(dirs, d)
+		}
+	}
+	return dirs
 }

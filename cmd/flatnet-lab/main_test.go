@@ -3,6 +3,7 @@ package main
 import (
 	"errors"
 	"os/exec"
+	"path/filepath"
 	"strings"
 	"testing"
 )
@@ -32,5 +33,26 @@ func TestLinksNoTestCode(t *testing.T) {
 		if d == "testing" || strings.HasPrefix(d, "testing/") || strings.HasPrefix(d, "github.com/flatnet-io/flatnet/test/") {
 			t.Errorf("flatnet-lab links %s", d)
 		}
+	}
+}
+
+// TestTopologyByName loads a topology by its name in the topology
+// directory, as the README lists them, as well as by path; a name that is
+// none says which there are.
+func TestTopologyByName(t *testing.T) {
+	dir := filepath.Join("..", "..", "test", "topologies")
+	for _, arg := range []string{"three-node-mesh", filepath.Join(dir, "three-node-mesh", "three-node-mesh.clab.yml")} {
+		tp, err := loadTopology(arg, dir)
+		if err != nil {
+			t.Errorf("-t %s: %v", arg, err)
+			continue
+		}
+		if tp.Name != "three-node-mesh" {
+			t.Errorf("-t %s: lab %q, want three-node-mesh", arg, tp.Name)
+		}
+	}
+	_, err := loadTopology("three-node-meh", dir)
+	if err == nil || !strings.Contains(err.Error(), "rack-pair, three-node-mesh, two-node-tor, two-node-tor-bird") {
+		t.Errorf("-t three-node-meh: %v, want an error listing the topologies", err)
 	}
 }

@@ -103,7 +103,7 @@ func kubectlPath(binDir string) string {
 // any, with binDir as Options.BinDir.
 func CheckTools(binDir string) error {
 	if binDir == "" {
-		return errors.New("the Kubernetes API server needs the directory of kube-apiserver: none given (make kube-bins builds it and exports FLATNET_KUBE_BIN)")
+		return errors.New("the Kubernetes API server needs the directory of kube-apiserver: none given (make kube-bins builds it)")
 	}
 	var missing []string
 	for name, path := range tools(binDir) {

@@ -151,7 +151,11 @@ func (p *Process) Await(ctx context.Context, what string, ready func() bool) err
 			if ready() {
 				return nil
 			}
-			return fmt.Errorf("%s ended (%v) before %s:\n%s", p.name, p.err, what, p.LogTail())
+			ended := p.err
+			if ended == nil {
+				ended = errors.New("exit status 0")
+			}
+			return fmt.Errorf("%s ended (%w) before %s:\n%s", p.name, ended, what, p.LogTail())
 		case <-ctx.Done():
 			return fmt.Errorf("%s: still not %s: %w:\n%s", p.name, what, context.Cause(ctx), p.LogTail())
 		case <-tick.C:

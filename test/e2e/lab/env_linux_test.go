@@ -150,7 +150,7 @@ func up(t testing.TB, topo testTopology, edit func(string) string, tools ...stri
 	e := &env{
 		Lab: &lab.Lab{
 			T: tp, Bin: filepath.Dir(harness.Bin("flatnet-agent")), StateDir: filepath.Join(dir, "state"),
-			Prefix: prefixOf(topo), Datastore: topo.datastore,
+			Prefix: prefixOf(topo), Datastore: topo.datastore, KubeBin: harness.KubeBinDir(),
 		},
 		topo: topo, dir: dir,
 	}
