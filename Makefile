@@ -60,7 +60,7 @@ kube-bins: ## build the Kubernetes binaries (one multi-call binary) once per mac
 		cd test/kube/apiserver && $(GO) build -o $(KUBE_CACHE)/.kubectl.tmp ./cmd/kubectl && mv $(KUBE_CACHE)/.kubectl.tmp $(KUBE_CACHE)/kubectl; }
 
 .PHONY: test
-test: deps build kube-bins ## run the whole test suite (as root, the way CI does)
+test: deps build kube-bins image ## run the whole test suite (as root, the way CI does)
 	$(GO) vet ./...
 	@unformatted=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$unformatted" ]; then echo "gofmt needed: $$unformatted"; exit 1; fi
 	$(GO) test -race -count=1 ./...
@@ -110,9 +110,15 @@ generate: ## regenerate the protobuf code (protoc from Debian, plugins pinned in
 LAB ?= two-node-tor
 # DATASTORE=kubernetes runs the lab on its own kube-apiserver (built once by kube-bins).
 DATASTORE ?= file
+# KUBELET=1 runs kubelet-tor: real nodes (containerd, kubelet, kube-proxy) and
+# flatnet's DaemonSet from its image (work in progress: docs/lab.md).
+ifneq ($(KUBELET),)
+LAB := kubelet-tor
+DATASTORE := kubernetes
+endif
 
 .PHONY: lab
-lab: deps build $(if $(filter kubernetes,$(DATASTORE)),kube-bins) ## bring up the lab (LAB=topology name or file, default two-node-tor; DATASTORE=file|kubernetes), 2 pods a node, and show them talking
+lab: deps build $(if $(filter kubernetes,$(DATASTORE)),kube-bins) $(if $(KUBELET),image) ## bring up the lab (LAB=topology name or file, default two-node-tor; DATASTORE=file|kubernetes; KUBELET=1: real nodes), 2 pods a node, and show them talking
 	$(BIN)/flatnet-lab up -t $(LAB) --pods 2 --datastore $(DATASTORE)
 
 .PHONY: lab-down
