@@ -24,9 +24,9 @@ func TestResolve(t *testing.T) {
 		{arg: filepath.Join(dir, "rack-pair"), want: file},
 		{arg: "rack-pair", dirs: []string{empty, dir}, want: file},
 		{arg: "rack-pair", err: true, want: `topology "rack-pair": no such file`},
-		{arg: "rack", dirs: []string{dir}, err: true, want: "nor a topology of that name in " + dir + "; there are: rack-pair, three-node-mesh, two-node-tor, two-node-tor-bird"},
+		{arg: "rack", dirs: []string{dir}, err: true, want: "nor a topology of that name in " + dir + "; there are: kubelet-tor, rack-pair, three-node-mesh, two-node-tor, two-node-tor-bird"},
 		{arg: "rack-pair", dirs: []string{empty}, err: true, want: "and no topologies in " + empty},
-		{arg: "../rack-pair", dirs: []string{dir}, err: true, want: "there are: rack-pair,"},
+		{arg: "../rack-pair", dirs: []string{dir}, err: true, want: "there are: kubelet-tor, rack-pair,"},
 		{arg: dir, dirs: []string{dir}, err: true, want: "a directory without topologies.clab.yml"},
 		{arg: "", dirs: []string{dir}, err: true, want: "no topology given"},
 	}
