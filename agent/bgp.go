@@ -21,6 +21,7 @@ import (
 	"github.com/flatnet-io/flatnet/config"
 	"github.com/flatnet-io/flatnet/dataplane"
 	"github.com/flatnet-io/flatnet/ipam"
+	"github.com/flatnet-io/flatnet/wellknown"
 )
 
 // routingStack is the node's BGP speaker, route reconciler and mesh registry,
@@ -164,7 +165,7 @@ func detectAddr(family int) netip.Addr {
 		return netip.Addr{}
 	}
 	for _, l := range links {
-		if strings.HasPrefix(l.Attrs().Name, "fln") {
+		if strings.HasPrefix(l.Attrs().Name, wellknown.HostVethPrefix) {
 			continue
 		}
 		if a := firstGlobal(l, family); a.IsValid() {

@@ -7,6 +7,8 @@ import (
 	"os"
 	"strings"
 	"time"
+
+	"github.com/flatnet-io/flatnet/wellknown"
 )
 
 // Config is the agent's whole configuration. Load returns it validated, with
@@ -198,7 +200,7 @@ func Default() Config {
 			Format: "text",
 		},
 		API: API{
-			Socket: "/run/flatnet/flatnet.sock",
+			Socket: wellknown.AgentSocket,
 		},
 		Datastore: Datastore{
 			Type:       "file",

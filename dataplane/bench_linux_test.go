@@ -65,7 +65,7 @@ func BenchmarkRouteInstall(b *testing.B) {
 		defer h.Close()
 		nl := make([]*netlink.Route, 0, count)
 		for p, nh := range routes {
-			nl = append(nl, &netlink.Route{Dst: prefixNet(p), Gw: nh[0].AsSlice(), Protocol: RouteProtocol})
+			nl = append(nl, &netlink.Route{Dst: prefixNet(p), Gw: nh[0].AsSlice(), Protocol: routeProtocol})
 		}
 		b.ResetTimer()
 		for range b.N {

@@ -69,7 +69,7 @@ func (f *fakeKernel) apply(_ context.Context, ops []op) []error {
 			}
 		case opDelete:
 			at = slices.IndexFunc(f.routes, func(r kernelRoute) bool {
-				return r.key == o.key && r.protocol == RouteProtocol && r.blackhole == o.blackhole && slices.Equal(r.nextHops, o.nextHops)
+				return r.key == o.key && r.protocol == routeProtocol && r.blackhole == o.blackhole && slices.Equal(r.nextHops, o.nextHops)
 			})
 			if at >= 0 {
 				f.routes = slices.Delete(f.routes, at, at+1)
@@ -118,7 +118,7 @@ func (f *fakeKernel) table() []string {
 	for _, r := range f.routes {
 		s := r.key.String()
 		switch {
-		case r.protocol != RouteProtocol:
+		case r.protocol != routeProtocol:
 			s += " foreign"
 		case r.blackhole:
 			s += " blackhole"

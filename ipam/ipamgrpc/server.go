@@ -1,5 +1,5 @@
-// Package ipamgrpc serves an ipam.Allocator as the ipampb.IPAM gRPC service, and
-// dials that service on the agent's unix socket. It translates between wire
+// Package ipamgrpc serves an ipam.Allocator as the ipampb.IPAM gRPC service
+// (clients dial it with agent/agentclient). It translates between wire
 // messages and the allocator's types and maps errors to status codes; it holds no
 // allocation logic of its own.
 package ipamgrpc
@@ -197,8 +197,10 @@ func (s *Server) fail(op, handle string, err error) error {
 	return status.Error(code, fmt.Sprintf("%s: %v", op, err))
 }
 
-// Dial returns a client connection to the agent's API on a unix socket. It does
-// not connect until the first call.
+// Dial returns a client connection to the agent's API on a unix socket.
+//
+// Deprecated: use agentclient.Dial. It stays until the test harness, which
+// is moving, dials through agentclient.
 func Dial(socket string) (*grpc.ClientConn, error) {
 	conn, err := grpc.NewClient("unix://"+socket, grpc.WithTransportCredentials(insecure.NewCredentials()))
 	if err != nil {
