@@ -233,36 +233,25 @@ func cmdStatus(args *skel.CmdArgs) error {
 	if err != nil {
 		return types.NewError(types.ErrPluginNotAvailable, "flatnet agent unreachable", fmt.Sprintf("agent socket %s: %v", conf.AgentSocket, err))
 	}
-	if full := exhaustedFamilies(usage); len(full) > 0 {
-		return types.NewError(types.ErrPluginNotAvailable, "pools exhausted", "no free address for a new pod in the "+strings.Join(full, " and ")+" pools")
+	// The agent's allocator says which families have no room left.
+	if full := usage.GetExhausted(); len(full) > 0 {
+		names := make([]string, len(full))
+		for i, f := range full {
+			names[i] = familyName(f)
+		}
+		return types.NewError(types.ErrPluginNotAvailable, "pools exhausted", "no free address for a new pod in the "+strings.Join(names, " and ")+" pools")
 	}
 	return nil
 }
 
-// exhaustedFamilies lists the address families in which this node could not
-// get an address now.
-func exhaustedFamilies(u *ipampb.UsageResponse) []string {
-	room := map[string]bool{}
-	for _, p := range u.GetPools() {
-		fam := "IPv4"
-		if strings.Contains(p.GetCidr(), ":") {
-			fam = "IPv6"
-		}
-		free := p.GetBlockBits() >= 32 || len(p.GetBlocks()) < 1<<p.GetBlockBits()
-		for _, b := range p.GetBlocks() {
-			if b.GetUsed() < b.GetSize() && (!u.GetStrictAffinity() || b.GetAffinity() == u.GetNode()) {
-				free = true
-			}
-		}
-		room[fam] = room[fam] || free
+func familyName(f ipampb.Family) string {
+	switch f {
+	case ipampb.Family_FAMILY_IPV4:
+		return "IPv4"
+	case ipampb.Family_FAMILY_IPV6:
+		return "IPv6"
 	}
-	var full []string
-	for _, fam := range []string{"IPv4", "IPv6"} {
-		if has, ok := room[fam]; ok && !has {
-			full = append(full, fam)
-		}
-	}
-	return full
+	return f.String()
 }
 
 func podAddrs(resp *ipampb.AllocateResponse) ([]podAddr, error) {
