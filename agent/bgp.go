@@ -62,7 +62,7 @@ func startRouting(ctx context.Context, cfg config.Config, ds *datastore, alloc *
 	}
 	peers := make([]bgp.Peer, 0, len(cfg.BGP.Peers))
 	for _, p := range cfg.BGP.Peers {
-		peers = append(peers, peerConfig(p))
+		peers = append(peers, p.BGP())
 	}
 	if err := bgp.ValidatePeers(bcfg, peers); err != nil {
 		st.table.Close()
@@ -85,7 +85,7 @@ func startRouting(ctx context.Context, cfg config.Config, ds *datastore, alloc *
 		}
 	}()
 	rlog := log.With("component", "routing")
-	template := bgp.Peer{Password: cfg.BGP.MeshPassword, HoldTime: cfg.BGP.MeshHoldTime, KeepaliveInterval: cfg.BGP.MeshKeepaliveInterval}
+	template := cfg.BGP.MeshTemplate()
 	r := &routing{
 		self: self, speaker: st.speaker, table: st.table, blocks: alloc, registry: st.registry,
 		peers:   newPeerSet(st.speaker, self, template, peers, ds.peers == nil, rlog),
@@ -192,39 +192,12 @@ func firstGlobal(l netlink.Link, family int) netip.Addr {
 // speakerConfig turns the agent's config into the speaker's; pools are the
 // allocator's.
 func speakerConfig(cfg config.Config, self mesh.Node, pools []ipam.Pool) bgp.Config {
-	b := cfg.BGP
-	c := bgp.Config{
-		ASN:             b.ASN,
-		RouterID:        b.RouterID,
-		ListenAddresses: b.ListenAddresses,
-		ListenPort:      int32(b.ListenPort),
-		Multipath:       b.Multipath,
-		ConvergeTimeout: b.ConvergeTimeout,
-		APIListen:       b.APIListen,
-		RouteReflector:  bgp.RouteReflector{Enabled: b.RouteReflector.Enabled, ClusterID: b.RouteReflector.ClusterID},
-		GracefulRestart: bgp.GracefulRestart{Enabled: b.GracefulRestart.Enabled, RestartTime: b.GracefulRestart.RestartTime},
-	}
+	c := cfg.BGP.Speaker()
 	if !c.RouterID.IsValid() {
 		c.RouterID = self.IPv4
-	}
-	if c.GracefulRestart.RestartTime == 0 {
-		c.GracefulRestart.RestartTime = bgp.DefaultRestartTime
 	}
 	for _, p := range pools {
 		c.Pools = append(c.Pools, p.CIDR)
 	}
 	return c
-}
-
-func peerConfig(p config.Peer) bgp.Peer {
-	out := bgp.Peer{
-		Name: p.Name, Address: p.Address, Port: uint16(p.Port), ASN: p.ASN, Password: p.Password,
-		RRClient: p.RRClient, Multihop: uint8(p.Multihop), HoldTime: p.HoldTime, KeepaliveInterval: p.KeepaliveInterval,
-		Passive: p.Passive, MaxPrefixes: p.MaxPrefixes,
-		Import: bgp.ImportPolicy{Allow: p.Import.Allow, AllowDefault: p.Import.AllowDefault},
-	}
-	if p.BFD.Enabled {
-		out.BFD = &bgp.BFD{Interval: p.BFD.Interval, Multiplier: uint32(p.BFD.Multiplier)}
-	}
-	return out
 }

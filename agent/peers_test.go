@@ -54,7 +54,7 @@ func TestExplicitPeers(t *testing.T) {
 		"e-no-secret":      "bgppeer e-no-secret: password: secret key missing: no such key",
 		"f-config-address": "bgppeer f-config-address: address 192.0.2.1 is already peer tor's",
 		"z-same-address":   "bgppeer z-same-address: address 192.0.2.20 is already peer peer-g-all's",
-		"h-rr-client":      "bgppeer h-rr-client: peer \"peer-h-rr-client\" (192.0.2.15): route reflector client, but the route reflector is not enabled",
+		"h-rr-client":      "bgppeer h-rr-client: peer \"peer-h-rr-client\" (192.0.2.15): rrClient true: needs bgp.routeReflector.enabled",
 		"i-bad-selector":   "bgppeer i-bad-selector: nodeSelector:",
 		"j-bad-address":    "bgppeer j-bad-address: address:",
 	}

@@ -241,15 +241,6 @@ func hostname() string {
 	return strings.ToLower(strings.TrimSpace(h))
 }
 
-// defaultBlockSize returns the block size a pool of cidr's family gets when it
-// names none.
-func defaultBlockSize(cidr netip.Prefix) int {
-	if cidr.Addr().Is4() {
-		return 26
-	}
-	return 122
-}
-
 // logLevels maps the values of log.level to slog levels.
 var logLevels = map[string]slog.Level{
 	"debug": slog.LevelDebug,
