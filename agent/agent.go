@@ -51,8 +51,12 @@ func run(ctx context.Context, cfg config.Config, netns ns.NetNS, log *slog.Logge
 	if err != nil {
 		return err
 	}
-	notifying := newNotifyingStore(ds.store)
-	alloc, err := newAllocator(notifying, cfg, pools, log)
+	// Routing learns what to announce from the allocator's writes.
+	var blocks *ownBlocks
+	if cfg.BGP.Enabled {
+		blocks = newOwnBlocks(cfg.NodeName)
+	}
+	alloc, err := newAllocator(ds.store, cfg, pools, blocks, log)
 	if err != nil {
 		return err
 	}
@@ -70,13 +74,13 @@ func run(ctx context.Context, cfg config.Config, netns ns.NetNS, log *slog.Logge
 
 	status := &statusServer{adverts: &advertLog{}}
 	if cfg.BGP.Enabled {
-		rs, err := startRouting(ctx, cfg, ds, alloc, notifying.changed, status.adverts, netns, log)
+		rs, err := startRouting(ctx, cfg, ds, alloc, blocks, status.adverts, netns, log)
 		if err != nil {
 			return err
 		}
 		defer rs.stop()
 		status.self, status.asn, status.routerID = rs.self, rs.self.ASN, rs.routerID
-		status.speaker, status.counts = rs.speaker, rs.table.Counts
+		status.speaker, status.counts = rs.speaker, rs.counts
 	} else {
 		status.self.Name = cfg.NodeName
 	}
@@ -105,14 +109,20 @@ func run(ctx context.Context, cfg config.Config, netns ns.NetNS, log *slog.Logge
 	return err
 }
 
-func newAllocator(store ipam.Store, cfg config.Config, pools []ipam.Pool, log *slog.Logger) (*ipam.Allocator, error) {
-	return ipam.New(store, ipam.Config{
+// newAllocator returns the node's allocator; blocks, when not nil, is told
+// every write.
+func newAllocator(store ipam.Store, cfg config.Config, pools []ipam.Pool, blocks *ownBlocks, log *slog.Logger) (*ipam.Allocator, error) {
+	c := ipam.Config{
 		Node:           cfg.NodeName,
 		Pools:          pools,
 		StrictAffinity: cfg.IPAM.StrictAffinity,
 		ReleaseGrace:   cfg.IPAM.BlockReleaseGrace,
 		Logger:         log,
-	})
+	}
+	if blocks != nil {
+		c.Changed = blocks.apply
+	}
+	return ipam.New(store, c)
 }
 
 // sweepIdleBlocks gives back this node's blocks once they have been empty for the

@@ -25,8 +25,13 @@ type Config struct {
 	// ReleaseGrace is how long an empty block of this node stays claimed before
 	// ReleaseIdleBlocks gives it back; 0 releases it as soon as it empties.
 	ReleaseGrace time.Duration
-	Now          func() time.Time // nil: time.Now
-	Logger       *slog.Logger     // nil: discard
+	// Changed, if set, is told what every successful write of this
+	// allocator changed, and what Resync lists, in that order: that is how
+	// routing learns what to announce. It is called with the allocator's
+	// lock held, so it must be quick and must not call the allocator.
+	Changed func(Change)
+	Now     func() time.Time // nil: time.Now
+	Logger  *slog.Logger     // nil: discard
 }
 
 // Allocator hands out addresses for one node. Its methods are safe to call
@@ -76,6 +81,9 @@ func New(store Store, cfg Config) (*Allocator, error) {
 		log = slog.New(slog.DiscardHandler)
 	}
 	cfg.Pools = slices.Clone(cfg.Pools)
+	if cfg.Changed != nil {
+		store = reportingStore{Store: store, changed: cfg.Changed}
+	}
 	return &Allocator{store: store, cfg: cfg, log: log.With("node", cfg.Node)}, nil
 }
 
