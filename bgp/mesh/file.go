@@ -66,14 +66,6 @@ func (r *FileRegistry) Register(_ context.Context, n Node) error {
 	return nil
 }
 
-// Deregister removes name's record.
-func (r *FileRegistry) Deregister(_ context.Context, name string) error {
-	if err := os.Remove(r.path(name)); err != nil && !errors.Is(err, fs.ErrNotExist) {
-		return fmt.Errorf("deregister node %s: %w", name, err)
-	}
-	return nil
-}
-
 // List returns the registered nodes sorted by name. A record that cannot be
 // read or is invalid is logged and left out.
 func (r *FileRegistry) List() ([]Node, error) {

@@ -139,7 +139,8 @@ func (s *Store) ListBlocks(ctx context.Context) ([]ipam.Block, error) {
 	return blocks, nil
 }
 
-// GetBlock implements ipam.Store.
+// GetBlock returns the block claimed at cidr, or ipam.ErrNotFound: the
+// contract tests' read of one block (storetest.Store).
 func (s *Store) GetBlock(ctx context.Context, cidr netip.Prefix) (ipam.Block, error) {
 	if err := ctx.Err(); err != nil {
 		return ipam.Block{}, err
