@@ -11,6 +11,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net"
 	"time"
 
 	"github.com/containernetworking/plugins/pkg/ns"
@@ -28,18 +29,33 @@ const stopTimeout = 5 * time.Second
 // Run runs the agent until ctx is done, then stops it and returns nil; it returns
 // an error when something could not start or failed while running.
 func Run(ctx context.Context, cfg config.Config, log *slog.Logger) error {
-	return run(ctx, cfg, nil, log)
+	return run(ctx, cfg, env{}, log)
 }
 
-// run is Run with the kernel's routes in netns (nil: the agent's own
-// namespace), so that a test can run a whole agent with BGP.
-func run(ctx context.Context, cfg config.Config, netns ns.NetNS, log *slog.Logger) error {
+// env is what a test puts in place of the agent's surroundings; the zero
+// value is the real ones.
+type env struct {
+	// netns holds the kernel's routes; nil is the agent's own namespace.
+	netns ns.NetNS
+	// health serves /healthz and /readyz instead of a listener on
+	// health.address.
+	health net.Listener
+}
+
+// run is Run in e, so that a test can run a whole agent with BGP.
+func run(ctx context.Context, cfg config.Config, e env, log *slog.Logger) error {
 	log = log.With("node", cfg.NodeName)
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	health := newHealth()
-	if err := health.serve(ctx, cfg.Health.Address, log); err != nil {
-		return err
+	if e.health == nil && cfg.Health.Address != "" {
+		var err error
+		if e.health, err = net.Listen("tcp", cfg.Health.Address); err != nil {
+			return fmt.Errorf("health.address %s: %w", cfg.Health.Address, err)
+		}
+	}
+	if e.health != nil {
+		health.serve(ctx, e.health, log)
 	}
 
 	ds, err := openDatastore(ctx, cfg, log)
@@ -74,7 +90,7 @@ func run(ctx context.Context, cfg config.Config, netns ns.NetNS, log *slog.Logge
 
 	status := &statusServer{adverts: &advertLog{}}
 	if cfg.BGP.Enabled {
-		rs, err := startRouting(ctx, cfg, ds, alloc, blocks, status.adverts, netns, log)
+		rs, err := startRouting(ctx, cfg, ds, alloc, blocks, status.adverts, e.netns, log)
 		if err != nil {
 			return err
 		}

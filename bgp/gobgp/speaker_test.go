@@ -228,8 +228,7 @@ func stop(t *testing.T, n *node, graceful bool) {
 
 func TestAPIListen(t *testing.T) {
 	l := newLab(t)
-	addr := netip.MustParseAddr("127.0.0.1")
-	api := netip.AddrPortFrom(addr, uint16(freePort(t, addr))).String()
+	api := netip.AddrPortFrom(l.addr(250), apiPort).String() // on no node's address
 	a := l.node("a", func(c *bgp.Config) { c.APIListen = api })
 	waitFor(t, "gRPC API on "+api, func() string {
 		conn, err := net.Dial("tcp", api)
