@@ -2,8 +2,11 @@
 // IPAM allocator, BGP speaker, route reconciler and API server from one
 // validated config.Config (and, on Kubernetes, the IPPool and BGPPeer objects,
 // merged with the config's pools and peers), runs them, and stops them in
-// order. It is the only package that knows all the others; they do not know
-// each other. It must not hold allocation, routing or CNI logic itself.
+// order. It is the only package that knows all the others; below it they
+// know each other only through the seams they must use (ipam.Store,
+// bgp.Speaker, mesh.Registry), and data flows one way: datastore → allocator
+// → routing (routing.go) → speaker and kernel. It must not hold allocation,
+// BGP protocol or CNI logic itself.
 package agent
 
 import (

@@ -239,7 +239,8 @@ func (r *routing) learned(routes []bgp.Route) {
 func (r *routing) advertiseLoop(ctx context.Context) {
 	t := time.NewTicker(r.resync)
 	defer t.Stop()
-	for resync := true; ; resync = false {
+	resync := true
+	for {
 		if resync {
 			if err := r.ipam.Resync(ctx); err != nil && ctx.Err() == nil {
 				r.log.Error("read blocks for bgp", "err", err)
@@ -250,6 +251,7 @@ func (r *routing) advertiseLoop(ctx context.Context) {
 		case <-ctx.Done():
 			return
 		case <-r.blocks.changed:
+			resync = false
 		case <-t.C:
 			resync = true
 		}

@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/flatnet-io/flatnet/bgp"
+	"github.com/flatnet-io/flatnet/bgp/speakertest"
 )
 
 func TestAdvertiseWithdrawAndStatus(t *testing.T) {
@@ -243,4 +244,14 @@ func TestAPIListen(t *testing.T) {
 		conn.Close()
 		t.Errorf("gRPC API still listening on %s after Stop", api)
 	}
+}
+
+func TestContract(t *testing.T) {
+	speakertest.Run(t, func(t *testing.T, cfg bgp.Config) bgp.Speaker {
+		s, err := New(cfg, Options{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return s
+	})
 }

@@ -209,10 +209,9 @@ func (s *Server) fail(op, handle string, err error) error {
 	return status.Error(code, fmt.Sprintf("%s: %v", op, err))
 }
 
-// Dial returns a client connection to the agent's API on a unix socket.
-//
-// Deprecated: use agentclient.Dial. It stays until the test harness, which
-// is moving, dials through agentclient.
+// Dial returns a client connection to the agent's API on a unix socket. New
+// code dials with agentclient.Dial; this stays until the test harness, which
+// is moving to lab/, and the e2e tests that use it dial through agentclient.
 func Dial(socket string) (*grpc.ClientConn, error) {
 	conn, err := grpc.NewClient("unix://"+socket, grpc.WithTransportCredentials(insecure.NewCredentials()))
 	if err != nil {
