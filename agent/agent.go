@@ -2,8 +2,11 @@
 // IPAM allocator, BGP speaker, route reconciler and API server from one
 // validated config.Config (and, on Kubernetes, the IPPool and BGPPeer objects,
 // merged with the config's pools and peers), runs them, and stops them in
-// order. It is the only package that knows all the others; they do not know
-// each other. It must not hold allocation, routing or CNI logic itself.
+// order. It is the only package that knows all the others; below it they
+// know each other only through the seams they must use (ipam.Store,
+// bgp.Speaker, mesh.Registry), and data flows one way: datastore → allocator
+// → routing (routing.go) → speaker and kernel. It must not hold allocation,
+// BGP protocol or CNI logic itself.
 package agent
 
 import (
@@ -11,6 +14,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net"
 	"time"
 
 	"github.com/containernetworking/plugins/pkg/ns"
@@ -28,18 +32,33 @@ const stopTimeout = 5 * time.Second
 // Run runs the agent until ctx is done, then stops it and returns nil; it returns
 // an error when something could not start or failed while running.
 func Run(ctx context.Context, cfg config.Config, log *slog.Logger) error {
-	return run(ctx, cfg, nil, log)
+	return run(ctx, cfg, env{}, log)
 }
 
-// run is Run with the kernel's routes in netns (nil: the agent's own
-// namespace), so that a test can run a whole agent with BGP.
-func run(ctx context.Context, cfg config.Config, netns ns.NetNS, log *slog.Logger) error {
+// env is what a test puts in place of the agent's surroundings; the zero
+// value is the real ones.
+type env struct {
+	// netns holds the kernel's routes; nil is the agent's own namespace.
+	netns ns.NetNS
+	// health serves /healthz and /readyz instead of a listener on
+	// health.address.
+	health net.Listener
+}
+
+// run is Run in e, so that a test can run a whole agent with BGP.
+func run(ctx context.Context, cfg config.Config, e env, log *slog.Logger) error {
 	log = log.With("node", cfg.NodeName)
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	health := newHealth()
-	if err := health.serve(ctx, cfg.Health.Address, log); err != nil {
-		return err
+	if e.health == nil && cfg.Health.Address != "" {
+		var err error
+		if e.health, err = net.Listen("tcp", cfg.Health.Address); err != nil {
+			return fmt.Errorf("health.address %s: %w", cfg.Health.Address, err)
+		}
+	}
+	if e.health != nil {
+		health.serve(ctx, e.health, log)
 	}
 
 	ds, err := openDatastore(ctx, cfg, log)
@@ -51,8 +70,12 @@ func run(ctx context.Context, cfg config.Config, netns ns.NetNS, log *slog.Logge
 	if err != nil {
 		return err
 	}
-	notifying := newNotifyingStore(ds.store)
-	alloc, err := newAllocator(notifying, cfg, pools, log)
+	// Routing learns what to announce from the allocator's writes.
+	var blocks *ownBlocks
+	if cfg.BGP.Enabled {
+		blocks = newOwnBlocks(cfg.NodeName)
+	}
+	alloc, err := newAllocator(ds.store, cfg, pools, blocks, log)
 	if err != nil {
 		return err
 	}
@@ -70,13 +93,13 @@ func run(ctx context.Context, cfg config.Config, netns ns.NetNS, log *slog.Logge
 
 	status := &statusServer{adverts: &advertLog{}}
 	if cfg.BGP.Enabled {
-		rs, err := startRouting(ctx, cfg, ds, alloc, notifying.changed, status.adverts, netns, log)
+		rs, err := startRouting(ctx, cfg, ds, alloc, blocks, status.adverts, e.netns, log)
 		if err != nil {
 			return err
 		}
 		defer rs.stop()
 		status.self, status.asn, status.routerID = rs.self, rs.self.ASN, rs.routerID
-		status.speaker, status.counts = rs.speaker, rs.table.Counts
+		status.speaker, status.counts = rs.speaker, rs.counts
 	} else {
 		status.self.Name = cfg.NodeName
 	}
@@ -105,14 +128,20 @@ func run(ctx context.Context, cfg config.Config, netns ns.NetNS, log *slog.Logge
 	return err
 }
 
-func newAllocator(store ipam.Store, cfg config.Config, pools []ipam.Pool, log *slog.Logger) (*ipam.Allocator, error) {
-	return ipam.New(store, ipam.Config{
+// newAllocator returns the node's allocator; blocks, when not nil, is told
+// every write.
+func newAllocator(store ipam.Store, cfg config.Config, pools []ipam.Pool, blocks *ownBlocks, log *slog.Logger) (*ipam.Allocator, error) {
+	c := ipam.Config{
 		Node:           cfg.NodeName,
 		Pools:          pools,
 		StrictAffinity: cfg.IPAM.StrictAffinity,
 		ReleaseGrace:   cfg.IPAM.BlockReleaseGrace,
 		Logger:         log,
-	})
+	}
+	if blocks != nil {
+		c.Changed = blocks.apply
+	}
+	return ipam.New(store, c)
 }
 
 // sweepIdleBlocks gives back this node's blocks once they have been empty for the

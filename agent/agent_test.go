@@ -15,15 +15,14 @@ import (
 	"testing"
 	"time"
 
-	"github.com/containernetworking/plugins/pkg/ns"
 	"github.com/google/go-cmp/cmp"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/testing/protocmp"
 
+	"github.com/flatnet-io/flatnet/agent/agentclient"
 	"github.com/flatnet-io/flatnet/config"
-	"github.com/flatnet-io/flatnet/ipam/ipamgrpc"
 	"github.com/flatnet-io/flatnet/ipam/ipampb"
 )
 
@@ -46,17 +45,17 @@ func testConfig(t testing.TB) config.Config {
 // start runs the agent until the test ends and returns a client on its socket.
 func start(t testing.TB, cfg config.Config) ipampb.IPAMClient {
 	t.Helper()
-	return ipampb.NewIPAMClient(startAgent(t, cfg, nil, slog.New(slog.NewTextHandler(io.Discard, nil))))
+	return ipampb.NewIPAMClient(startAgent(t, cfg, env{}, slog.New(slog.NewTextHandler(io.Discard, nil))))
 }
 
 // startAgent runs the agent, with its kernel routes in netns (nil: this
 // process's namespace), until the test ends and returns a connection to its
 // socket.
-func startAgent(t testing.TB, cfg config.Config, netns ns.NetNS, log *slog.Logger) *grpc.ClientConn {
+func startAgent(t testing.TB, cfg config.Config, e env, log *slog.Logger) grpc.ClientConnInterface {
 	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
-	go func() { done <- run(ctx, cfg, netns, log) }()
+	go func() { done <- run(ctx, cfg, e, log) }()
 	t.Cleanup(func() {
 		cancel()
 		if err := <-done; err != nil {
@@ -64,12 +63,12 @@ func startAgent(t testing.TB, cfg config.Config, netns ns.NetNS, log *slog.Logge
 		}
 	})
 	waitForSocket(t, cfg.API.Socket, done)
-	conn, err := ipamgrpc.Dial(cfg.API.Socket)
+	c, err := agentclient.Dial(cfg.API.Socket)
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() { conn.Close() })
-	return conn
+	t.Cleanup(func() { c.Close() })
+	return c.Conn()
 }
 
 // logBuffer keeps what the agent logs, for the test to read.
@@ -256,11 +255,11 @@ func TestSocketPathIsNotASocket(t *testing.T) {
 }
 
 func TestUnreachableAgentIsUnavailable(t *testing.T) {
-	conn, err := ipamgrpc.Dial(filepath.Join(t.TempDir(), "nobody.sock"))
+	c, err := agentclient.Dial(filepath.Join(t.TempDir(), "nobody.sock"))
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer conn.Close()
-	_, err = ipampb.NewIPAMClient(conn).Allocate(t.Context(), &ipampb.AllocateRequest{Handle: "c1/eth0"})
+	defer c.Close()
+	_, err = c.IPAM.Allocate(t.Context(), &ipampb.AllocateRequest{Handle: "c1/eth0"})
 	wantCode(t, "Allocate with no agent", err, codes.Unavailable, "")
 }

@@ -6,12 +6,12 @@ import (
 	"log/slog"
 	"path/filepath"
 	"sync"
-	"time"
 
 	corev1client "k8s.io/client-go/kubernetes/typed/core/v1"
 	"k8s.io/client-go/tools/cache"
 	"k8s.io/klog/v2"
 
+	"github.com/flatnet-io/flatnet/bgp/kubepeers"
 	"github.com/flatnet-io/flatnet/bgp/mesh"
 	"github.com/flatnet-io/flatnet/bgp/mesh/kubemesh"
 	"github.com/flatnet-io/flatnet/config"
@@ -33,7 +33,7 @@ type datastore struct {
 	pools []v1alpha1.IPPool
 	// peers follows the BGPPeer objects; nil when there are none to follow
 	// (files, or BGP off).
-	peers *kubePeers
+	peers *kubepeers.Watcher
 	// start runs what the datastore does in the background once the
 	// allocator exists (the Kubernetes GC); nil when nothing.
 	start func(ctx context.Context, alloc *ipam.Allocator)
@@ -102,14 +102,11 @@ func openKube(ctx context.Context, cfg config.Config, log *slog.Logger) (*datast
 		return nil, err
 	}
 	synced := []cache.InformerSynced{nodes.HasSynced, pods.HasSynced}
-	var peers *kubePeers
+	var peers *kubepeers.Watcher
 	if cfg.BGP.Enabled {
-		peers = &kubePeers{
-			objects: kube.BGPPeerInformer(flatnet), nodes: nodes, node: cfg.NodeName,
-			secret: secretFile(cfg.Datastore.Kubernetes.BGPPasswordsDir), resync: time.Minute, log: log.With("component", "bgppeers"),
-		}
-		go peers.objects.Run(ctx.Done())
-		synced = append(synced, peers.objects.HasSynced)
+		peers = kubepeers.NewWatcher(kube.BGPPeerInformer(flatnet), nodes, cfg.NodeName, cfg.Datastore.Kubernetes.BGPPasswordsDir, log.With("component", "bgppeers"))
+		go peers.Objects().Run(ctx.Done())
+		synced = append(synced, peers.Objects().HasSynced)
 	}
 	go nodes.Run(ctx.Done())
 	go pods.Run(ctx.Done())

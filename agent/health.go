@@ -38,15 +38,8 @@ func (h *health) notReady() []string {
 	return slices.DeleteFunc(slices.Clone(healthParts), func(p string) bool { return h.ready[p] })
 }
 
-// serve listens on addr ("" serves nothing) until ctx is done.
-func (h *health) serve(ctx context.Context, addr string, log *slog.Logger) error {
-	if addr == "" {
-		return nil
-	}
-	lis, err := net.Listen("tcp", addr)
-	if err != nil {
-		return fmt.Errorf("health.address %s: %w", addr, err)
-	}
+// serve serves on lis until ctx is done.
+func (h *health) serve(ctx context.Context, lis net.Listener, log *slog.Logger) {
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) { fmt.Fprintln(w, "ok") })
 	mux.HandleFunc("GET /readyz", func(w http.ResponseWriter, _ *http.Request) {
@@ -66,5 +59,4 @@ func (h *health) serve(ctx context.Context, addr string, log *slog.Logger) error
 		<-ctx.Done()
 		_ = srv.Close()
 	}()
-	return nil
 }

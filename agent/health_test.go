@@ -2,6 +2,7 @@ package agent
 
 import (
 	"io"
+	"log/slog"
 	"net"
 	"net/http"
 	"strings"
@@ -10,17 +11,14 @@ import (
 )
 
 func TestHealth(t *testing.T) {
-	// A free port: listen, note it, let it go.
+	// The agent serves on a listener the test holds: no port to find free.
 	lis, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
 	}
 	addr := lis.Addr().String()
-	lis.Close()
-
 	cfg := testConfig(t)
-	cfg.Health.Address = addr
-	start(t, cfg) // returns once the API serves: every part is up
+	startAgent(t, cfg, env{health: lis}, slog.New(slog.DiscardHandler)) // returns once the API serves: every part is up
 	for _, path := range []string{"/healthz", "/readyz"} {
 		// The socket accepts a moment before the agent calls itself ready.
 		for deadline := time.Now().Add(5 * time.Second); ; time.Sleep(10 * time.Millisecond) {

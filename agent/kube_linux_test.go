@@ -57,7 +57,7 @@ metadata:
 	cfg.BGP.ListenPort = -1 // dial only: nothing listens, sessions stay down
 	cfg.BGP.Peers = []config.Peer{{Name: "tor-conf", Address: netip.MustParseAddr("127.0.0.10"), ASN: 65000, Passive: true}}
 	log, logs := logTo(t)
-	status := agentpb.NewAgentClient(startAgent(t, cfg, netns.NetNS, log))
+	status := agentpb.NewAgentClient(startAgent(t, cfg, env{netns: netns.NetNS}, log))
 
 	// Polled: the agent follows the API server's events, in its own time.
 	wantPeers := func(what string, want ...string) {

@@ -106,7 +106,7 @@ spec: {cidr: 10.20.0.0/30, blockSize: 31}
 	cfg = kubeAgentConfig(t, k)
 	cfg.IPAM.Pools = nil // the objects' only
 	log, logs := logTo(t)
-	client := ipampb.NewIPAMClient(startAgent(t, cfg, nil, log))
+	client := ipampb.NewIPAMClient(startAgent(t, cfg, env{}, log))
 	resp, err := client.Allocate(t.Context(), &ipampb.AllocateRequest{Handle: "c1/eth0", Attrs: &ipampb.Attributes{Namespace: "default", Pod: "p1"}})
 	if err != nil {
 		t.Fatalf("Allocate from an IPPool object: %v", err)

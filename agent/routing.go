@@ -2,15 +2,39 @@ package agent
 
 import (
 	"context"
+	"fmt"
 	"log/slog"
+	"maps"
 	"net/netip"
+	"os"
+	"path/filepath"
 	"slices"
+	"strings"
+	"sync"
 	"time"
 
+	"github.com/containernetworking/plugins/pkg/ns"
+
 	"github.com/flatnet-io/flatnet/bgp"
+	"github.com/flatnet-io/flatnet/bgp/gobgp"
 	"github.com/flatnet-io/flatnet/bgp/mesh"
+	"github.com/flatnet-io/flatnet/config"
+	"github.com/flatnet-io/flatnet/dataplane"
+	"github.com/flatnet-io/flatnet/internal/atomicfile"
 	"github.com/flatnet-io/flatnet/ipam"
 )
+
+// The routing stack — BGP speaker, route reconciler, mesh registry and
+// explicit peers — lives here, whole: startRouting builds and starts it,
+// stop ends it, and every goroutine it starts is waited for by stop. Data
+// flows one way:
+//
+//   - IPAM → adverts and blackholes: the allocator tells ownBlocks what it
+//     wrote (ipam.Config.Changed), and what every block is on a periodic
+//     resync; advertiseLoop announces the result (SetAdvertised is
+//     declarative: the speaker works out the difference).
+//   - registry and BGPPeer objects → peers (peerSet).
+//   - speaker → kernel: learned routes, less next hops that are this node.
 
 // routeTable is what routing needs of the dataplane: learned routes,
 // blackholes over this node's blocks, and the word that BGP has converged.
@@ -21,57 +45,178 @@ type routeTable interface {
 	MarkConverged()
 }
 
-// blockLister is what routing needs of IPAM.
-type blockLister interface {
-	Blocks(ctx context.Context) ([]ipam.Block, error)
+// resyncer is what routing needs of IPAM: every block, told to ownBlocks
+// again (ipam.Allocator.Resync).
+type resyncer interface {
+	Resync(ctx context.Context) error
 }
 
-// routing keeps BGP and the kernel in step with IPAM and the mesh. Data flows
-// one way: IPAM blocks → adverts and blackholes; registry (and the
-// datastore's explicit peers) → peers; speaker → kernel routes.
+// Timings of routing.
+const (
+	// resyncInterval is how often every block is read again, whatever the
+	// allocator said: the safety net for writes it did not make.
+	resyncInterval = 30 * time.Second
+	// settleTime is how long stale kernel routes outlive BGP's convergence.
+	settleTime = 5 * time.Second
+)
+
+// routing keeps BGP and the kernel in step with IPAM and the mesh.
 type routing struct {
 	self     mesh.Node
+	routerID netip.Addr
 	speaker  bgp.Speaker
 	table    routeTable
-	blocks   blockLister
-	registry mesh.Registry // nil: no node-to-node mesh
-	peers    *peerSet      // the mesh's and the explicit ones (ToRs, route reflectors)
-	changed  <-chan struct{}
-	resync   time.Duration // how often adverts are recomputed without a change
-	settle   time.Duration // how long after BGP converged stale routes are kept
-	log      *slog.Logger
-	adverts  *advertLog // what was last announced, for status
+	blocks   *ownBlocks
+	ipam     resyncer
+	peers    *peerSet
+	// watch start the watchers that report peers to peers: the registry's
+	// and the BGPPeer objects'. Each returns when ctx is done.
+	watch   []func(ctx context.Context)
+	resync  time.Duration
+	settle  time.Duration
+	adverts *advertLog // what was last announced, for status
+	counts  func() dataplane.Counts
+	log     *slog.Logger
+
+	cancel context.CancelFunc
+	wg     sync.WaitGroup
+	// stopped ends what routing does not own but must end last: the
+	// speaker and the reconciler (nil in tests).
+	stopped func()
 }
 
-// settleTime is how long stale kernel routes outlive BGP's convergence.
-const settleTime = 5 * time.Second
+// startRouting builds and starts the node's routing. blocks is what the
+// allocator alloc tells its writes to; ds has the mesh's registry and
+// the explicit peers besides the config file's. Kernel routes go into netns;
+// nil is the agent's own namespace.
+func startRouting(ctx context.Context, cfg config.Config, ds *datastore, alloc *ipam.Allocator, blocks *ownBlocks, adverts *advertLog, netns ns.NetNS, log *slog.Logger) (*routing, error) {
+	self, err := nodeIdentity(cfg)
+	if err != nil {
+		return nil, err
+	}
+	marker := filepath.Join(filepath.Dir(cfg.API.Socket), "bgp-planned-restart")
+	bcfg := speakerConfig(cfg, self, alloc.Pools())
+	if restartedAt, err := readMarker(marker); err == nil && time.Since(restartedAt) < bcfg.GracefulRestart.RestartTime {
+		bcfg.GracefulRestart.Restarting = bcfg.GracefulRestart.Enabled
+		log.Info("planned restart: peers hold our routes; ours are sent after theirs", "stopped", time.Since(restartedAt).Round(time.Millisecond))
+	}
+	_ = os.Remove(marker)
 
-// run works until ctx is done. Failures are logged and retried on the next
-// change or resync; nothing here is fatal once the speaker has started.
-func (r *routing) run(ctx context.Context) {
-	go r.speaker.Watch(ctx, r.learned)
-	go func() {
-		select {
-		case <-r.speaker.Converged():
-		case <-ctx.Done():
-			return
+	peers := make([]bgp.Peer, 0, len(cfg.BGP.Peers))
+	for _, p := range cfg.BGP.Peers {
+		peers = append(peers, p.BGP())
+	}
+	if err := bgp.ValidatePeers(bcfg, peers); err != nil {
+		return nil, fmt.Errorf("bgp.peers: %w", err)
+	}
+	speaker, err := gobgp.New(bcfg, gobgp.Options{Logger: log.With("component", "bgp")})
+	if err != nil {
+		return nil, err
+	}
+	table, err := dataplane.New(dataplane.Options{NetNS: netns, Log: log.With("component", "dataplane")})
+	if err != nil {
+		return nil, err
+	}
+	if cfg.BGP.Mesh {
+		if err := ds.registry.Register(ctx, self); err != nil {
+			table.Close()
+			return nil, err
 		}
-		// End-of-RIB is not the last word: a helper that saw us restart
-		// (FRR) sends its End-of-RIB first and its routes after ours, about a
-		// second later. Stale routes wait a little longer than that.
-		r.log.Info("bgp converged: stale routes of an earlier run go after a settle time", "settle", r.settle)
-		select {
-		case <-time.After(r.settle):
-			r.table.MarkConverged()
-		case <-ctx.Done():
-		}
-	}()
-	if r.registry != nil {
-		go r.registry.Watch(ctx, func(nodes []mesh.Node) { r.peers.setNodes(ctx, nodes) })
+	}
+	if err := speaker.Start(ctx); err != nil {
+		table.Close()
+		return nil, err
+	}
+
+	rlog := log.With("component", "routing")
+	r := &routing{
+		self: self, routerID: bcfg.RouterID, speaker: speaker, table: table, blocks: blocks, ipam: alloc,
+		peers:  newPeerSet(speaker, self, cfg.BGP.MeshTemplate(), peers, ds.peers == nil, rlog),
+		resync: resyncInterval, settle: settleTime, adverts: adverts, counts: table.Counts, log: rlog,
+	}
+	if cfg.BGP.Mesh {
+		r.watch = append(r.watch, func(ctx context.Context) { ds.registry.Watch(ctx, func(n []mesh.Node) { r.peers.setNodes(ctx, n) }) })
 	} else {
 		r.peers.setNodes(ctx, nil)
 	}
-	r.advertiseLoop(ctx)
+	if ds.peers != nil {
+		r.watch = append(r.watch, func(ctx context.Context) {
+			ds.peers.Watch(ctx, bcfg, peers, func(p []bgp.Peer) { r.peers.setExplicit(ctx, p) })
+		})
+	}
+	runCtx, cancelRun := context.WithCancel(ctx)
+	tableDone := make(chan struct{})
+	go func() {
+		defer close(tableDone)
+		if err := table.Run(runCtx); err != nil && runCtx.Err() == nil {
+			log.Error("route reconciler stopped", "err", err)
+		}
+	}()
+	r.stopped = func() {
+		// A planned restart: no NOTIFICATION, so peers that negotiated
+		// graceful restart keep our routes; the kernel keeps theirs.
+		stopCtx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		if err := atomicfile.Write(marker, []byte(time.Now().UTC().Format(time.RFC3339Nano)), false); err != nil {
+			log.Warn("cannot record the planned restart; the next start will not ask peers to keep routes", "err", err)
+		}
+		if err := speaker.Stop(stopCtx, true); err != nil {
+			log.Warn("stop bgp", "err", err)
+		}
+		cancelRun()
+		<-tableDone
+		table.Close() // routes stay in the kernel
+	}
+	r.start(runCtx)
+	log.Info("bgp started", "asn", self.ASN, "ipv4", self.IPv4, "ipv6", self.IPv6, "mesh", cfg.BGP.Mesh, "peers", len(peers))
+	return r, nil
+}
+
+// start starts routing's goroutines; stop waits for them.
+func (r *routing) start(ctx context.Context) {
+	ctx, r.cancel = context.WithCancel(ctx)
+	r.speaker.Watch(ctx, r.learned)
+	r.wg.Go(func() { r.markConverged(ctx) })
+	for _, w := range r.watch {
+		r.wg.Go(func() { w(ctx) })
+	}
+	r.wg.Go(func() { r.advertiseLoop(ctx) })
+}
+
+// stop ends routing: its goroutines first, then the speaker (a planned
+// restart) and the reconciler, whose routes stay in the kernel.
+func (r *routing) stop() {
+	r.cancel()
+	r.wg.Wait()
+	if r.stopped != nil {
+		r.stopped()
+	}
+}
+
+func readMarker(path string) (time.Time, error) {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return time.Time{}, err
+	}
+	return time.Parse(time.RFC3339Nano, strings.TrimSpace(string(b)))
+}
+
+// markConverged lets the dataplane drop stale routes once BGP has converged
+// and a settle time has passed. End-of-RIB is not the last word: a helper
+// that saw us restart (FRR) sends its End-of-RIB first and its routes after
+// ours, about a second later.
+func (r *routing) markConverged(ctx context.Context) {
+	select {
+	case <-r.speaker.Converged():
+	case <-ctx.Done():
+		return
+	}
+	r.log.Info("bgp converged: stale routes of an earlier run go after a settle time", "settle", r.settle)
+	select {
+	case <-time.After(r.settle):
+		r.table.MarkConverged()
+	case <-ctx.Done():
+	}
 }
 
 // learned hands the speaker's route changes to the kernel, minus next hops
@@ -89,30 +234,34 @@ func (r *routing) learned(routes []bgp.Route) {
 	}
 }
 
+// advertiseLoop announces what the allocator said, after each of its writes
+// and after each resync, until ctx is done.
 func (r *routing) advertiseLoop(ctx context.Context) {
 	t := time.NewTicker(r.resync)
 	defer t.Stop()
+	resync := true
 	for {
+		if resync {
+			if err := r.ipam.Resync(ctx); err != nil && ctx.Err() == nil {
+				r.log.Error("read blocks for bgp", "err", err)
+			}
+		}
 		r.advertise(ctx)
 		select {
 		case <-ctx.Done():
 			return
-		case <-r.changed:
+		case <-r.blocks.changed:
+			resync = false
 		case <-t.C:
+			resync = true
 		}
 	}
 }
 
-// advertise announces what IPAM says this node holds and blackholes its blocks.
+// advertise announces the blocks and borrowed addresses ownBlocks holds and
+// blackholes this node's blocks.
 func (r *routing) advertise(ctx context.Context) {
-	blocks, err := r.blocks.Blocks(ctx)
-	if err != nil {
-		if ctx.Err() == nil {
-			r.log.Error("list blocks for bgp", "err", err)
-		}
-		return
-	}
-	adverts, local := advertsOf(r.self, blocks)
+	adverts, local := advertsOf(r.self, r.blocks.list())
 	if err := r.table.SetBlackholes(local); err != nil {
 		r.log.Error("set blackholes", "err", err)
 	}
@@ -159,44 +308,53 @@ func advertsOf(self mesh.Node, blocks []ipam.Block) (adverts []bgp.Advert, local
 	return adverts, local
 }
 
-// notifyingStore tells routing after every successful write to the store:
-// this node's blocks or borrowed addresses may have changed.
-type notifyingStore struct {
-	ipam.Store
+// ownBlocks is what this node announces from, kept up to date by the
+// allocator's changes (its apply is ipam.Config.Changed): the node's own
+// blocks and the blocks it borrowed addresses from. changed wakes routing
+// after each change; the data is here.
+type ownBlocks struct {
+	node    string
 	changed chan struct{}
+
+	mu     sync.Mutex
+	blocks map[netip.Prefix]ipam.Block
 }
 
-func newNotifyingStore(s ipam.Store) *notifyingStore {
-	return &notifyingStore{Store: s, changed: make(chan struct{}, 1)}
+func newOwnBlocks(node string) *ownBlocks {
+	return &ownBlocks{node: node, changed: make(chan struct{}, 1), blocks: map[netip.Prefix]ipam.Block{}}
 }
 
-func (s *notifyingStore) notify() {
+// apply takes in what the allocator wrote or listed. It never blocks.
+func (o *ownBlocks) apply(c ipam.Change) {
+	o.mu.Lock()
+	if c.Full {
+		clear(o.blocks)
+	}
+	for _, p := range c.Deleted {
+		delete(o.blocks, p)
+	}
+	for _, b := range c.Blocks {
+		if o.concerns(b) {
+			o.blocks[b.CIDR] = b
+		} else {
+			delete(o.blocks, b.CIDR)
+		}
+	}
+	o.mu.Unlock()
 	select {
-	case s.changed <- struct{}{}:
-	default: // one pending notice covers any number of writes
+	case o.changed <- struct{}{}:
+	default: // one pending wake-up covers any number of changes
 	}
 }
 
-func (s *notifyingStore) CreateBlock(ctx context.Context, b ipam.Block) (ipam.Block, error) {
-	b, err := s.Store.CreateBlock(ctx, b)
-	if err == nil {
-		s.notify()
-	}
-	return b, err
+// concerns tells whether b is this node's or holds an address it borrowed.
+func (o *ownBlocks) concerns(b ipam.Block) bool {
+	return b.Affinity == o.node || slices.ContainsFunc(b.Allocations, func(a ipam.Allocation) bool { return a.Attrs.Node == o.node })
 }
 
-func (s *notifyingStore) UpdateBlock(ctx context.Context, b ipam.Block) (ipam.Block, error) {
-	b, err := s.Store.UpdateBlock(ctx, b)
-	if err == nil {
-		s.notify()
-	}
-	return b, err
-}
-
-func (s *notifyingStore) DeleteBlock(ctx context.Context, b ipam.Block) error {
-	err := s.Store.DeleteBlock(ctx, b)
-	if err == nil {
-		s.notify()
-	}
-	return err
+// list returns the blocks, sorted by address.
+func (o *ownBlocks) list() []ipam.Block {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	return slices.SortedFunc(maps.Values(o.blocks), func(a, b ipam.Block) int { return a.CIDR.Compare(b.CIDR) })
 }

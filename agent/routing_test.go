@@ -4,6 +4,7 @@ import (
 	"context"
 	"log/slog"
 	"net/netip"
+	"slices"
 	"sync"
 	"testing"
 	"time"
@@ -89,22 +90,27 @@ func (f *fakeTable) MarkConverged() {
 	f.converged = true
 }
 
-type fakeBlocks struct {
-	mu     sync.Mutex
-	blocks []ipam.Block
+// fakeIPAM is the allocator as routing sees it: Resync tells blocks what
+// the test set.
+type fakeIPAM struct {
+	mu      sync.Mutex
+	all     []ipam.Block
+	resyncs int
+	blocks  *ownBlocks
 }
 
-func (f *fakeBlocks) Blocks(context.Context) ([]ipam.Block, error) {
+func (f *fakeIPAM) Resync(context.Context) error {
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	return f.blocks, nil
+	f.resyncs++
+	f.blocks.apply(ipam.Change{Blocks: f.all, Full: true})
+	return nil
 }
 
 // memRegistry is a Registry whose set the test changes.
 type memRegistry struct{ nodes chan []mesh.Node }
 
 func (m *memRegistry) Register(context.Context, mesh.Node) error { return nil }
-func (m *memRegistry) Deregister(context.Context, string) error  { return nil }
 func (m *memRegistry) Watch(ctx context.Context, fn func([]mesh.Node)) {
 	for {
 		select {
@@ -126,21 +132,36 @@ func eventually(t *testing.T, what string, cond func() bool) {
 }
 
 func TestRoutingFlows(t *testing.T) {
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
 	sp := bgptest.New(bgp.Config{ASN: 64512, RouterID: self.IPv4})
-	if err := sp.Start(ctx); err != nil {
+	if err := sp.Start(t.Context()); err != nil {
 		t.Fatal(err)
 	}
 	table := &fakeTable{routes: map[netip.Prefix][]netip.Addr{}}
-	blocks := &fakeBlocks{}
+	blocks := newOwnBlocks(self.Name)
+	fake := &fakeIPAM{blocks: blocks, all: []ipam.Block{{CIDR: pfx("10.244.9.0/26"), Affinity: "node1"}}}
 	reg := &memRegistry{nodes: make(chan []mesh.Node)}
-	changed := make(chan struct{}, 1)
 	tor := bgp.Peer{Name: "tor", Address: addr("192.0.2.254"), ASN: 65000}
 	log := slog.New(slog.DiscardHandler)
-	r := &routing{self: self, speaker: sp, table: table, blocks: blocks, registry: reg,
-		peers: newPeerSet(sp, self, bgp.Peer{}, []bgp.Peer{tor}, true, log), changed: changed, resync: time.Hour, log: log}
-	go r.run(ctx)
+	r := &routing{self: self, speaker: sp, table: table, blocks: blocks, ipam: fake,
+		peers: newPeerSet(sp, self, bgp.Peer{}, []bgp.Peer{tor}, true, log), resync: time.Hour, log: log}
+	r.watch = append(r.watch, func(ctx context.Context) { reg.Watch(ctx, func(n []mesh.Node) { r.peers.setNodes(ctx, n) }) })
+	r.start(t.Context())
+	stopped := false
+	defer func() {
+		if !stopped {
+			r.stop()
+		}
+	}()
+	advertised := func() []netip.Prefix {
+		var out []netip.Prefix
+		for _, a := range sp.Adverts() {
+			out = append(out, a.Prefix)
+		}
+		return out
+	}
+
+	// At start, what the first resync listed is announced.
+	eventually(t, "the resync's block announced", func() bool { return slices.Equal(advertised(), []netip.Prefix{pfx("10.244.9.0/26")}) })
 
 	// A node joins the mesh: it and the ToR are the peers.
 	reg.nodes <- []mesh.Node{self, other}
@@ -149,17 +170,28 @@ func TestRoutingFlows(t *testing.T) {
 	reg.nodes <- []mesh.Node{self}
 	eventually(t, "mesh peer removed", func() bool { return len(sp.Peers()) == 1 && sp.Peers()[0].Name == "tor" })
 
-	// IPAM claims a block: announced and blackholed on the next change.
-	blocks.mu.Lock()
-	blocks.blocks = []ipam.Block{{CIDR: pfx("10.244.0.0/26"), Affinity: "node1"}}
-	blocks.mu.Unlock()
-	changed <- struct{}{}
-	eventually(t, "block announced", func() bool { return len(sp.Adverts()) == 1 })
+	// The allocator claims a block and borrows an address: both announced,
+	// the block blackholed, from what the writes carried (no resync).
+	blocks.apply(ipam.Change{Blocks: []ipam.Block{{CIDR: pfx("10.244.0.0/26"), Affinity: "node1"}}})
+	blocks.apply(ipam.Change{Blocks: []ipam.Block{{CIDR: pfx("10.244.1.0/26"), Affinity: "node2", Allocations: []ipam.Allocation{
+		{Addr: addr("10.244.1.5"), Attrs: ipam.Attrs{Node: "node1"}},
+	}}}})
+	want := []netip.Prefix{pfx("10.244.0.0/26"), pfx("10.244.1.5/32"), pfx("10.244.9.0/26")}
+	eventually(t, "claimed block and borrowed address announced", func() bool { return slices.Equal(advertised(), want) })
 	table.mu.Lock()
-	if len(table.blackholes) != 1 {
-		t.Errorf("blackholes %v", table.blackholes)
+	if diff := cmp.Diff([]netip.Prefix{pfx("10.244.0.0/26"), pfx("10.244.9.0/26")}, table.blackholes, cmpPf); diff != "" {
+		t.Errorf("blackholes (-want +got):\n%s", diff)
 	}
 	table.mu.Unlock()
+	// The borrowed address is given back, the block released.
+	blocks.apply(ipam.Change{Blocks: []ipam.Block{{CIDR: pfx("10.244.1.0/26"), Affinity: "node2"}}})
+	blocks.apply(ipam.Change{Deleted: []netip.Prefix{pfx("10.244.0.0/26")}})
+	eventually(t, "withdrawn", func() bool { return slices.Equal(advertised(), []netip.Prefix{pfx("10.244.9.0/26")}) })
+	fake.mu.Lock()
+	if fake.resyncs != 1 {
+		t.Errorf("%d resyncs, want only the first", fake.resyncs)
+	}
+	fake.mu.Unlock()
 
 	// Learned routes reach the table; a next hop that is this node is dropped.
 	sp.Learn(bgp.Route{Prefix: pfx("10.244.1.0/26"), NextHops: []netip.Addr{other.IPv4, self.IPv4}},
@@ -187,6 +219,74 @@ func TestRoutingFlows(t *testing.T) {
 		defer table.mu.Unlock()
 		return table.converged
 	})
+
+	// stop returns once every goroutine routing started has: the
+	// registry's watcher among them.
+	r.stop()
+	stopped = true
+	select {
+	case reg.nodes <- []mesh.Node{self, other}:
+		t.Error("the registry watcher still runs after stop")
+	default:
+	}
+}
+
+// The resync is the safety net: a write the allocator did not make (another
+// node's, the garbage collector's) is announced on the next one.
+func TestRoutingResyncs(t *testing.T) {
+	sp := bgptest.New(bgp.Config{ASN: 64512, RouterID: self.IPv4})
+	if err := sp.Start(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+	blocks := newOwnBlocks(self.Name)
+	fake := &fakeIPAM{blocks: blocks}
+	log := slog.New(slog.DiscardHandler)
+	r := &routing{self: self, speaker: sp, table: &fakeTable{routes: map[netip.Prefix][]netip.Addr{}}, blocks: blocks, ipam: fake,
+		peers: newPeerSet(sp, self, bgp.Peer{}, nil, true, log), resync: 10 * time.Millisecond, log: log}
+	r.peers.setNodes(t.Context(), nil)
+	r.start(t.Context())
+	defer r.stop()
+	fake.mu.Lock()
+	fake.all = []ipam.Block{{CIDR: pfx("10.244.3.0/26"), Affinity: "node1"}, {CIDR: pfx("10.244.4.0/26"), Affinity: "node2"}}
+	fake.mu.Unlock()
+	eventually(t, "block found by a resync announced", func() bool {
+		a := sp.Adverts()
+		return len(a) == 1 && a[0].Prefix == pfx("10.244.3.0/26")
+	})
+}
+
+func TestOwnBlocks(t *testing.T) {
+	o := newOwnBlocks("node1")
+	mine := ipam.Block{CIDR: pfx("10.0.0.0/26"), Affinity: "node1"}
+	lent := ipam.Block{CIDR: pfx("10.0.0.64/26"), Affinity: "node2", Allocations: []ipam.Allocation{{Addr: addr("10.0.0.65"), Attrs: ipam.Attrs{Node: "node1"}}}}
+	theirs := ipam.Block{CIDR: pfx("10.0.0.128/26"), Affinity: "node2"}
+	o.apply(ipam.Change{Blocks: []ipam.Block{theirs, lent, mine}, Full: true})
+	cidrs := func() []netip.Prefix {
+		var out []netip.Prefix
+		for _, b := range o.list() {
+			out = append(out, b.CIDR)
+		}
+		return out
+	}
+	if diff := cmp.Diff([]netip.Prefix{mine.CIDR, lent.CIDR}, cidrs(), cmpPf); diff != "" {
+		t.Errorf("after a full list (-want +got):\n%s", diff)
+	}
+	lent.Allocations = nil // the borrowed address went back
+	o.apply(ipam.Change{Blocks: []ipam.Block{lent}})
+	o.apply(ipam.Change{Deleted: []netip.Prefix{mine.CIDR}})
+	if got := cidrs(); len(got) != 0 {
+		t.Errorf("after release and delete: %v, want none", got)
+	}
+	o.apply(ipam.Change{Blocks: []ipam.Block{mine}})
+	o.apply(ipam.Change{Full: true})
+	if got := cidrs(); len(got) != 0 {
+		t.Errorf("an empty full list left %v", got)
+	}
+	select {
+	case <-o.changed:
+	default:
+		t.Error("no wake-up after changes")
+	}
 }
 
 // The explicit peers change under a running mesh: each change is set with the

@@ -5,67 +5,196 @@ import (
 	"fmt"
 	"net"
 	"net/netip"
+	"strconv"
 	"time"
 )
 
-// maxPasswordLen is TCP_MD5SIG_MAXKEYLEN on Linux.
-const maxPasswordLen = 80
+// The rules of a speaker's settings and of a peer live here, once: the
+// agent's configuration (package config) and the BGPPeer objects (package
+// kube/v1alpha1, through ValidatePeers) call them and only add what is
+// theirs, such as how a name is spelt in a file.
 
-// Validate checks c and returns every problem it finds, joined.
-func (c Config) Validate() error {
-	var errs []error
-	if c.ASN == 0 {
-		errs = append(errs, errors.New("asn 0: must be set"))
+// Limits the rules below enforce.
+const (
+	MaxPasswordLen = 80         // TCP_MD5SIG_MAXKEYLEN on Linux
+	MaxASN         = 4294967294 // 4294967295 is reserved (RFC 7300)
+	ASTrans        = 23456      // AS_TRANS (RFC 6793), not an AS of its own
+	MaxRestartTime = 4095 * time.Second
+	MinBFDInterval = time.Millisecond
+	MaxBFDInterval = time.Hour
+)
+
+// FieldError is a setting that breaks a rule. Field names it as the
+// configuration file and the BGPPeer objects spell it ("bfd.interval",
+// "import.allow[0]").
+type FieldError struct {
+	Field string
+	Value any // shown after Field; nil shows none (unset, or a password)
+	Why   string
+}
+
+func (e FieldError) Error() string {
+	switch v := e.Value.(type) {
+	case nil:
+		return e.Field + ": " + e.Why
+	case string:
+		return fmt.Sprintf("%s %q: %s", e.Field, v, e.Why)
+	default:
+		return fmt.Sprintf("%s %v: %s", e.Field, v, e.Why)
 	}
-	if !c.RouterID.Is4() || c.RouterID.IsUnspecified() {
-		errs = append(errs, fmt.Errorf("router id %v: must be an IPv4 address other than 0.0.0.0", c.RouterID))
+}
+
+func fieldErr(field string, value any, why string, args ...any) FieldError {
+	return FieldError{Field: field, Value: value, Why: fmt.Sprintf(why, args...)}
+}
+
+// CheckASN checks an AS number at field.
+func CheckASN(field string, asn uint32) []FieldError {
+	switch {
+	case asn == 0 || asn > MaxASN:
+		return []FieldError{fieldErr(field, asn, "want 1..%d", uint32(MaxASN))}
+	case asn == ASTrans:
+		return []FieldError{fieldErr(field, asn, "is AS_TRANS, reserved for 2-byte AS speakers")}
 	}
-	for _, a := range c.ListenAddresses {
+	return nil
+}
+
+// CheckPassword checks a TCP MD5 password at field; its value is not shown.
+func CheckPassword(field, password string) []FieldError {
+	if len(password) > MaxPasswordLen {
+		return []FieldError{fieldErr(field, nil, "is %d bytes long, at most %d allowed", len(password), MaxPasswordLen)}
+	}
+	return nil
+}
+
+// CheckTimers checks a session's hold time and keepalive interval, at the
+// fields named: whole seconds, the hold time 3s..65535s, the keepalive
+// below it; 0 means 90s and a third of the hold time.
+func CheckTimers(holdField, keepaliveField string, hold, keepalive time.Duration) []FieldError {
+	var errs []FieldError
+	if hold == 0 {
+		hold = DefaultHoldTime
+	} else if hold < 3*time.Second || hold > 65535*time.Second || hold%time.Second != 0 {
+		errs = append(errs, fieldErr(holdField, hold, "want whole seconds in 3s..65535s, or 0 for %v", DefaultHoldTime))
+	}
+	if keepalive < 0 || keepalive%time.Second != 0 || keepalive >= hold {
+		errs = append(errs, fieldErr(keepaliveField, keepalive, "want whole seconds below the hold time (%v), or 0 for a third of it", hold))
+	}
+	return errs
+}
+
+// CheckAPIListen checks the address of GoBGP's gRPC API: host:port with a
+// loopback IP address as host, so that the unauthenticated API is never
+// reachable from the network.
+func CheckAPIListen(field, hostPort string) []FieldError {
+	host, port, err := net.SplitHostPort(hostPort)
+	if err != nil {
+		return []FieldError{fieldErr(field, hostPort, "want host:port, such as 127.0.0.1:50051")}
+	}
+	if a, err := netip.ParseAddr(host); err != nil || !a.IsLoopback() {
+		return []FieldError{fieldErr(field, hostPort, "host must be a loopback IP address, such as 127.0.0.1 or ::1: the API has no authentication")}
+	}
+	if n, err := strconv.Atoi(port); err != nil || n < 1 || n > 65535 {
+		return []FieldError{fieldErr(field, hostPort, "want a port in 1..65535")}
+	}
+	return nil
+}
+
+// CheckRestartTime checks the graceful restart time at field: whole seconds,
+// at most MaxRestartTime (the OPEN's field has 12 bits); 0 means 120s.
+func CheckRestartTime(field string, t time.Duration) []FieldError {
+	if t < 0 || t > MaxRestartTime || t%time.Second != 0 {
+		return []FieldError{fieldErr(field, t, "want whole seconds in 1s..%v, or 0 for %v", MaxRestartTime, DefaultRestartTime)}
+	}
+	return nil
+}
+
+// CheckIPv4ID checks a BGP identifier (router ID, cluster ID) at field: an
+// IPv4 address other than 0.0.0.0.
+func CheckIPv4ID(field string, id netip.Addr) []FieldError {
+	if !id.Is4() || id.IsUnspecified() {
+		return []FieldError{fieldErr(field, id, "must be an IPv4 address other than 0.0.0.0")}
+	}
+	return nil
+}
+
+// Check returns every rule c breaks.
+func (c Config) Check() []FieldError {
+	var errs []FieldError
+	errs = append(errs, CheckASN("asn", c.ASN)...)
+	errs = append(errs, CheckIPv4ID("routerID", c.RouterID)...)
+	for i, a := range c.ListenAddresses {
 		if !a.IsValid() || a.Is4In6() {
-			errs = append(errs, fmt.Errorf("listen address %v: must be an IPv4 or IPv6 address", a))
+			errs = append(errs, fieldErr(fmt.Sprintf("listenAddresses[%d]", i), a, "must be an IPv4 or IPv6 address"))
 		}
 	}
 	if c.ListenPort < -1 || c.ListenPort > 65535 {
-		errs = append(errs, fmt.Errorf("listen port %d: want -1 (do not listen), 0 (179) or 1..65535", c.ListenPort))
+		errs = append(errs, fieldErr("listenPort", c.ListenPort, "want 1..65535, 0 for 179, or -1 not to listen"))
 	}
-	for _, p := range c.Pools {
+	for i, p := range c.Pools {
 		if !p.IsValid() || p.Masked() != p {
-			errs = append(errs, fmt.Errorf("pool %v: must be a prefix with no host bits set", p))
+			errs = append(errs, fieldErr(fmt.Sprintf("pools[%d]", i), p, "must be a prefix with no host bits set"))
 		}
 	}
-	if id := c.RouteReflector.ClusterID; id.IsValid() && !id.Is4() {
-		errs = append(errs, fmt.Errorf("route reflector cluster id %v: must be an IPv4 address", id))
+	if id := c.RouteReflector.ClusterID; id.IsValid() {
+		errs = append(errs, CheckIPv4ID("routeReflector.clusterID", id)...)
 	}
-	if t := c.GracefulRestart.RestartTime; t < 0 || t > 4095*time.Second || t%time.Second != 0 {
-		errs = append(errs, fmt.Errorf("graceful restart time %v: want whole seconds, at most 4095s", t))
-	}
+	errs = append(errs, CheckRestartTime("gracefulRestart.restartTime", c.GracefulRestart.RestartTime)...)
 	if c.ConvergeTimeout < 0 {
-		errs = append(errs, fmt.Errorf("converge timeout %v: must not be negative", c.ConvergeTimeout))
+		errs = append(errs, fieldErr("convergeTimeout", c.ConvergeTimeout, "must not be negative"))
 	}
 	if c.APIListen != "" {
-		if err := ValidateAPIListen(c.APIListen); err != nil {
-			errs = append(errs, err)
-		}
+		errs = append(errs, CheckAPIListen("apiListen", c.APIListen)...)
 	}
-	return errors.Join(errs...)
+	return errs
 }
 
-// ValidateAPIListen checks the address of GoBGP's gRPC API: host:port with a
-// loopback IP address as host, so that the unauthenticated API is never
-// reachable from the network.
-func ValidateAPIListen(hostPort string) error {
-	host, port, err := net.SplitHostPort(hostPort)
-	if err != nil {
-		return fmt.Errorf("api listen %q: want host:port: %w", hostPort, err)
+// Validate checks c and returns every problem it finds, joined.
+func (c Config) Validate() error { return join("", c.Check()) }
+
+// Check returns every rule p breaks as a peer of a speaker configured with
+// c. Uniqueness among peers is ValidatePeers'.
+func (p Peer) Check(c Config) []FieldError {
+	var errs []FieldError
+	if p.Name == "" {
+		errs = append(errs, fieldErr("name", p.Name, "must be set"))
 	}
-	addr, err := netip.ParseAddr(host)
-	if err != nil || !addr.IsLoopback() {
-		return fmt.Errorf("api listen %q: host must be a loopback IP address, such as 127.0.0.1 or ::1", hostPort)
+	switch a := p.Address; {
+	case !a.IsValid():
+		errs = append(errs, fieldErr("address", nil, "must be set"))
+	case a.IsUnspecified() || a.Is4In6() || a.IsMulticast() || a.Zone() != "":
+		errs = append(errs, fieldErr("address", a, "must be a unicast IPv4 or IPv6 address, without zone"))
 	}
-	if n, err := netip.ParseAddrPort(net.JoinHostPort(addr.String(), port)); err != nil || n.Port() == 0 {
-		return fmt.Errorf("api listen %q: want a port in 1..65535", hostPort)
+	errs = append(errs, CheckASN("asn", p.ASN)...)
+	errs = append(errs, CheckPassword("password", p.Password)...)
+	if p.Multihop > 0 && p.ASN == c.ASN {
+		errs = append(errs, fieldErr("multihop", p.Multihop, "applies to eBGP peers only; this peer's asn is bgp.asn"))
 	}
-	return nil
+	errs = append(errs, CheckTimers("holdTime", "keepaliveInterval", p.HoldTime, p.KeepaliveInterval)...)
+	if p.RRClient && !c.RouteReflector.Enabled {
+		errs = append(errs, fieldErr("rrClient", p.RRClient, "needs bgp.routeReflector.enabled"))
+	}
+	if p.RRClient && p.ASN != c.ASN {
+		errs = append(errs, fieldErr("rrClient", p.RRClient, "needs an iBGP peer: asn must be bgp.asn (%d)", c.ASN))
+	}
+	for j, a := range p.Import.Allow {
+		field := fmt.Sprintf("import.allow[%d]", j)
+		switch {
+		case !a.IsValid() || a.Addr().Is4In6():
+			errs = append(errs, fieldErr(field, a, "must be a prefix"))
+		case a.Masked() != a:
+			errs = append(errs, fieldErr(field, a, "has host bits set; did you mean %s?", a.Masked()))
+		}
+	}
+	if b := p.BFD; b != nil {
+		if i := b.Interval; i != 0 && (i < MinBFDInterval || i > MaxBFDInterval || i%time.Microsecond != 0) {
+			errs = append(errs, fieldErr("bfd.interval", i, "want %v..%v in whole microseconds, or 0 for %v", MinBFDInterval, MaxBFDInterval, DefaultBFDInterval))
+		}
+		if b.Multiplier > 255 {
+			errs = append(errs, fieldErr("bfd.multiplier", b.Multiplier, "want 1..255, or 0 for %d", DefaultBFDMultiplier))
+		}
+	}
+	return errs
 }
 
 // ValidatePeers checks peers against the speaker configuration c and returns
@@ -75,8 +204,8 @@ func ValidatePeers(c Config, peers []Peer) error {
 	names := map[string]bool{}
 	addrs := map[netip.Addr]bool{}
 	for _, p := range peers {
-		if err := p.validate(c); err != nil {
-			errs = append(errs, fmt.Errorf("peer %q (%v): %w", p.Name, p.Address, err))
+		if err := join(fmt.Sprintf("peer %q (%v): ", p.Name, p.Address), p.Check(c)); err != nil {
+			errs = append(errs, err)
 		}
 		if names[p.Name] {
 			errs = append(errs, fmt.Errorf("peer %q: name used twice", p.Name))
@@ -89,50 +218,13 @@ func ValidatePeers(c Config, peers []Peer) error {
 	return errors.Join(errs...)
 }
 
-func (p Peer) validate(c Config) error {
-	var errs []error
-	if p.Name == "" {
-		errs = append(errs, errors.New("name must be set"))
+// join joins errs, each after prefix.
+func join(prefix string, errs []FieldError) error {
+	out := make([]error, len(errs))
+	for i, e := range errs {
+		out[i] = fmt.Errorf("%s%w", prefix, e)
 	}
-	if !p.Address.IsValid() || p.Address.IsUnspecified() || p.Address.Is4In6() || p.Address.Zone() != "" {
-		errs = append(errs, errors.New("address must be an IPv4 or IPv6 address without zone"))
-	}
-	if p.ASN == 0 {
-		errs = append(errs, errors.New("asn must be set"))
-	}
-	if len(p.Password) > maxPasswordLen {
-		errs = append(errs, fmt.Errorf("password is %d bytes long, at most %d allowed", len(p.Password), maxPasswordLen))
-	}
-	if p.RRClient && !c.RouteReflector.Enabled {
-		errs = append(errs, errors.New("route reflector client, but the route reflector is not enabled"))
-	}
-	if p.RRClient && p.ASN != c.ASN {
-		errs = append(errs, fmt.Errorf("route reflector client with asn %d: must be an iBGP peer (asn %d)", p.ASN, c.ASN))
-	}
-	if h := p.HoldTime; h != 0 && (h < 3*time.Second || h > 65535*time.Second || h%time.Second != 0) {
-		errs = append(errs, fmt.Errorf("hold time %v: want 0 or whole seconds in 3s..65535s", h))
-	}
-	hold := p.HoldTime
-	if hold == 0 {
-		hold = DefaultHoldTime
-	}
-	if k := p.KeepaliveInterval; k < 0 || k%time.Second != 0 || k >= hold {
-		errs = append(errs, fmt.Errorf("keepalive interval %v: want 0 or whole seconds below the hold time %v", k, hold))
-	}
-	for _, a := range p.Import.Allow {
-		if !a.IsValid() || a.Masked() != a {
-			errs = append(errs, fmt.Errorf("import allow %v: must be a prefix with no host bits set", a))
-		}
-	}
-	if b := p.BFD; b != nil {
-		if b.Interval < 0 || b.Interval%time.Microsecond != 0 || b.Interval > time.Duration(1<<32-1)*time.Microsecond {
-			errs = append(errs, fmt.Errorf("bfd interval %v: want 0 or whole microseconds", b.Interval))
-		}
-		if b.Multiplier > 255 {
-			errs = append(errs, fmt.Errorf("bfd multiplier %d: want 0..255", b.Multiplier))
-		}
-	}
-	return errors.Join(errs...)
+	return errors.Join(out...)
 }
 
 // ValidateAdverts checks adverts: valid prefixes without host bits, each

@@ -7,6 +7,8 @@ import (
 	"time"
 
 	"github.com/containernetworking/cni/pkg/types"
+
+	"github.com/flatnet-io/flatnet/wellknown"
 )
 
 // NetConf is flatnet's entry in a network configuration list.
@@ -25,7 +27,6 @@ type NetConf struct {
 
 // Defaults for what a configuration leaves out.
 const (
-	DefaultAgentSocket  = "/run/flatnet/flatnet.sock"
 	DefaultAgentTimeout = 10 * time.Second
 )
 
@@ -49,7 +50,7 @@ func parseConf(stdin []byte) (*NetConf, error) {
 		return nil, bad("ipam: flatnet allocates through its node agent; remove the %q ipam section", conf.IPAM.Type)
 	}
 	if conf.AgentSocket == "" {
-		conf.AgentSocket = DefaultAgentSocket
+		conf.AgentSocket = wellknown.AgentSocket
 	}
 	if !filepath.IsAbs(conf.AgentSocket) {
 		return nil, bad("agentSocket %q: must be an absolute path", conf.AgentSocket)

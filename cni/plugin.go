@@ -12,9 +12,8 @@ import (
 	current "github.com/containernetworking/cni/pkg/types/100"
 	"github.com/containernetworking/cni/pkg/version"
 	"github.com/containernetworking/plugins/pkg/ns"
-	"google.golang.org/grpc"
 
-	"github.com/flatnet-io/flatnet/ipam/ipamgrpc"
+	"github.com/flatnet-io/flatnet/agent/agentclient"
 	"github.com/flatnet-io/flatnet/ipam/ipampb"
 )
 
@@ -34,20 +33,19 @@ type podAddr struct {
 
 // agent is a connection to the node's flatnet agent.
 type agent struct {
-	conn *grpc.ClientConn
-	ipam ipampb.IPAMClient
+	*agentclient.Client
 	conf *NetConf
 }
 
 func dialAgent(conf *NetConf) (*agent, error) {
-	conn, err := ipamgrpc.Dial(conf.AgentSocket)
+	c, err := agentclient.Dial(conf.AgentSocket)
 	if err != nil {
 		return nil, types.NewError(types.ErrTryAgainLater, "flatnet agent unavailable", err.Error())
 	}
-	return &agent{conn: conn, ipam: ipampb.NewIPAMClient(conn), conf: conf}, nil
+	return &agent{Client: c, conf: conf}, nil
 }
 
-func (a *agent) close() { a.conn.Close() }
+func (a *agent) close() { _ = a.Close() }
 
 func (a *agent) ctx() (context.Context, context.CancelFunc) {
 	return context.WithTimeout(context.Background(), a.conf.timeout)
@@ -78,7 +76,7 @@ func cmdAdd(args *skel.CmdArgs) (err error) {
 	defer ag.close()
 	h := handle(args.ContainerID, args.IfName)
 	ctx, cancel := ag.ctx()
-	resp, err := ag.ipam.Allocate(ctx, &ipampb.AllocateRequest{Handle: h, Attrs: &ipampb.Attributes{Namespace: namespace, Pod: pod}})
+	resp, err := ag.IPAM.Allocate(ctx, &ipampb.AllocateRequest{Handle: h, Attrs: &ipampb.Attributes{Namespace: namespace, Pod: pod}})
 	cancel()
 	if err != nil {
 		return agentError("allocate", conf.AgentSocket, err)
@@ -87,7 +85,7 @@ func cmdAdd(args *skel.CmdArgs) (err error) {
 		if err != nil { // a failed ADD holds no address
 			ctx, cancel := ag.ctx()
 			defer cancel()
-			if _, rerr := ag.ipam.Release(ctx, &ipampb.ReleaseRequest{Handle: h}); rerr != nil {
+			if _, rerr := ag.IPAM.Release(ctx, &ipampb.ReleaseRequest{Handle: h}); rerr != nil {
 				err = withDetail(err, fmt.Sprintf("; releasing %s failed too (the agent's GC will reclaim it): %v", h, rerr))
 			}
 		}
@@ -130,7 +128,7 @@ func cmdDel(args *skel.CmdArgs) error {
 	defer ag.close()
 	ctx, cancel := ag.ctx()
 	defer cancel()
-	if _, err := ag.ipam.Release(ctx, &ipampb.ReleaseRequest{Handle: handle(args.ContainerID, args.IfName)}); err != nil {
+	if _, err := ag.IPAM.Release(ctx, &ipampb.ReleaseRequest{Handle: handle(args.ContainerID, args.IfName)}); err != nil {
 		return agentError("release", conf.AgentSocket, err)
 	}
 	if unerr != nil {
@@ -169,7 +167,7 @@ func cmdCheck(args *skel.CmdArgs) error {
 	defer ag.close()
 	ctx, cancel := ag.ctx()
 	defer cancel()
-	list, err := ag.ipam.List(ctx, &ipampb.ListRequest{Handle: handle(args.ContainerID, args.IfName)})
+	list, err := ag.IPAM.List(ctx, &ipampb.ListRequest{Handle: handle(args.ContainerID, args.IfName)})
 	if err != nil {
 		return agentError("check", conf.AgentSocket, err)
 	}
@@ -208,7 +206,7 @@ func cmdGC(args *skel.CmdArgs) error {
 	defer ag.close()
 	ctx, cancel := ag.ctx()
 	defer cancel()
-	if _, err := ag.ipam.GC(ctx, &ipampb.GCRequest{ValidHandles: valid}); err != nil {
+	if _, err := ag.IPAM.GC(ctx, &ipampb.GCRequest{ValidHandles: valid}); err != nil {
 		return agentError("gc", conf.AgentSocket, err)
 	}
 	if linkErr != nil {
@@ -231,40 +229,29 @@ func cmdStatus(args *skel.CmdArgs) error {
 	defer ag.close()
 	ctx, cancel := ag.ctx()
 	defer cancel()
-	usage, err := ag.ipam.Usage(ctx, &ipampb.UsageRequest{})
+	usage, err := ag.IPAM.Usage(ctx, &ipampb.UsageRequest{})
 	if err != nil {
 		return types.NewError(types.ErrPluginNotAvailable, "flatnet agent unreachable", fmt.Sprintf("agent socket %s: %v", conf.AgentSocket, err))
 	}
-	if full := exhaustedFamilies(usage); len(full) > 0 {
-		return types.NewError(types.ErrPluginNotAvailable, "pools exhausted", "no free address for a new pod in the "+strings.Join(full, " and ")+" pools")
+	// The agent's allocator says which families have no room left.
+	if full := usage.GetExhausted(); len(full) > 0 {
+		names := make([]string, len(full))
+		for i, f := range full {
+			names[i] = familyName(f)
+		}
+		return types.NewError(types.ErrPluginNotAvailable, "pools exhausted", "no free address for a new pod in the "+strings.Join(names, " and ")+" pools")
 	}
 	return nil
 }
 
-// exhaustedFamilies lists the address families in which this node could not
-// get an address now.
-func exhaustedFamilies(u *ipampb.UsageResponse) []string {
-	room := map[string]bool{}
-	for _, p := range u.GetPools() {
-		fam := "IPv4"
-		if strings.Contains(p.GetCidr(), ":") {
-			fam = "IPv6"
-		}
-		free := p.GetBlockBits() >= 32 || len(p.GetBlocks()) < 1<<p.GetBlockBits()
-		for _, b := range p.GetBlocks() {
-			if b.GetUsed() < b.GetSize() && (!u.GetStrictAffinity() || b.GetAffinity() == u.GetNode()) {
-				free = true
-			}
-		}
-		room[fam] = room[fam] || free
+func familyName(f ipampb.Family) string {
+	switch f {
+	case ipampb.Family_FAMILY_IPV4:
+		return "IPv4"
+	case ipampb.Family_FAMILY_IPV6:
+		return "IPv6"
 	}
-	var full []string
-	for _, fam := range []string{"IPv4", "IPv6"} {
-		if has, ok := room[fam]; ok && !has {
-			full = append(full, fam)
-		}
-	}
-	return full
+	return f.String()
 }
 
 func podAddrs(resp *ipampb.AllocateResponse) ([]podAddr, error) {

@@ -17,7 +17,7 @@ import (
 	"github.com/vishvananda/netlink"
 	"golang.org/x/sys/unix"
 
-	"github.com/flatnet-io/flatnet/dataplane"
+	"github.com/flatnet-io/flatnet/wellknown"
 )
 
 // wired is what wire made.
@@ -85,7 +85,7 @@ func wire(podNS ns.NetNS, hostName, ifName string, mtu int, addrs []podAddr) (w 
 		return w, nil, err
 	}
 	for _, a := range addrs {
-		r := &netlink.Route{LinkIndex: host.Attrs().Index, Dst: ipNet(a.prefix), Protocol: dataplane.RouteProtocol}
+		r := &netlink.Route{LinkIndex: host.Attrs().Index, Dst: ipNet(a.prefix), Protocol: wellknown.RouteProtocol}
 		if a.prefix.Addr().Is4() {
 			r.Scope = netlink.SCOPE_LINK
 		}
@@ -211,7 +211,7 @@ func removeStaleVeths(keep map[string]bool) error {
 	var errs []error
 	for _, l := range links {
 		name := l.Attrs().Name
-		if l.Type() != "veth" || !strings.HasPrefix(name, hostVethPrefix) || len(name) != 15 || keep[name] {
+		if l.Type() != "veth" || !strings.HasPrefix(name, wellknown.HostVethPrefix) || len(name) != 15 || keep[name] {
 			continue
 		}
 		if err := netlink.LinkDel(l); err != nil && !errors.Is(err, unix.ENODEV) {
@@ -255,7 +255,7 @@ func checkWiring(podNS ns.NetNS, hostName, ifName string, prev *current.Result) 
 		}
 		dst := &net.IPNet{IP: ipc.Address.IP, Mask: net.CIDRMask(bits, bits)}
 		routes, err := netlinksafe.RouteListFiltered(family, &netlink.Route{Dst: dst, LinkIndex: host.Attrs().Index}, netlink.RT_FILTER_DST|netlink.RT_FILTER_OIF)
-		if err != nil || len(routes) == 0 || routes[0].Protocol != dataplane.RouteProtocol {
+		if err != nil || len(routes) == 0 || routes[0].Protocol != wellknown.RouteProtocol {
 			problems = append(problems, fmt.Sprintf("no flatnet host route to %s via %s", dst, hostName))
 		}
 	}

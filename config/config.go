@@ -7,6 +7,8 @@ import (
 	"os"
 	"strings"
 	"time"
+
+	"github.com/flatnet-io/flatnet/wellknown"
 )
 
 // Config is the agent's whole configuration. Load returns it validated, with
@@ -198,7 +200,7 @@ func Default() Config {
 			Format: "text",
 		},
 		API: API{
-			Socket: "/run/flatnet/flatnet.sock",
+			Socket: wellknown.AgentSocket,
 		},
 		Datastore: Datastore{
 			Type:       "file",
@@ -237,15 +239,6 @@ func hostname() string {
 		return ""
 	}
 	return strings.ToLower(strings.TrimSpace(h))
-}
-
-// defaultBlockSize returns the block size a pool of cidr's family gets when it
-// names none.
-func defaultBlockSize(cidr netip.Prefix) int {
-	if cidr.Addr().Is4() {
-		return 26
-	}
-	return 122
 }
 
 // logLevels maps the values of log.level to slog levels.

@@ -14,6 +14,8 @@ import (
 	"github.com/go-viper/mapstructure/v2"
 	"github.com/spf13/pflag"
 	"github.com/spf13/viper"
+
+	"github.com/flatnet-io/flatnet/ipam"
 )
 
 // agentFlags are the flags that set a key. --config is not one of them: it
@@ -78,7 +80,7 @@ func Load(path string, fs *pflag.FlagSet) (Config, error) {
 	}
 	for i, p := range c.IPAM.Pools {
 		if p.BlockSize == 0 {
-			c.IPAM.Pools[i].BlockSize = defaultBlockSize(p.CIDR)
+			c.IPAM.Pools[i].BlockSize = ipam.DefaultBlockSize(ipam.FamilyOf(p.CIDR.Addr()))
 		}
 	}
 	return c, nil

@@ -7,8 +7,10 @@ import (
 	"net/netip"
 	"path/filepath"
 	"regexp"
-	"strconv"
 	"time"
+
+	"github.com/flatnet-io/flatnet/bgp"
+	"github.com/flatnet-io/flatnet/ipam"
 )
 
 // Kubernetes' naming rules (k8s.io/apimachinery/pkg/util/validation).
@@ -163,13 +165,15 @@ func (p Pool) validate(key string) []error {
 		errs = append(errs, invalid(key+".cidr", cidr, "has host bits set; did you mean %s?", cidr.Masked()))
 	}
 
-	size, family, lo, hi := p.BlockSize, "IPv4", 20, 32
-	if cidr.Addr().Is6() {
-		family, lo, hi = "IPv6", 116, 128
+	fam := ipam.FamilyOf(cidr.Addr())
+	size, family := p.BlockSize, "IPv4"
+	if fam == ipam.IPv6 {
+		family = "IPv6"
 	}
+	lo, hi := ipam.BlockSizes(fam)
 	shown := fmt.Sprint(size)
 	if size == 0 {
-		size = defaultBlockSize(cidr)
+		size = ipam.DefaultBlockSize(fam)
 		shown = fmt.Sprintf("%d (the %s default)", size, family)
 	}
 	switch {
@@ -201,19 +205,22 @@ func validateGateway(key string, gw netip.Addr, ipv4 bool) []error {
 	return nil
 }
 
-const (
-	asTrans         = 23456      // AS_TRANS (RFC 6793), not an AS of its own
-	maxASN          = 4294967294 // 4294967295 is reserved (RFC 7300)
-	maxPasswordLen  = 80         // TCP_MD5SIG_MAXKEYLEN on Linux
-	maxRestartTime  = 4095 * time.Second
-	defaultHoldTime = 90 * time.Second
-)
+// fieldErrs turns the bgp package's rule violations into errors under key
+// ("bgp.peers[0]"): "bgp.peers[0].bfd.interval 10µs: want ...".
+func fieldErrs(key string, fes []bgp.FieldError) []error {
+	errs := make([]error, len(fes))
+	for i, fe := range fes {
+		fe.Field = key + "." + fe.Field
+		errs[i] = fe
+	}
+	return errs
+}
 
 func (b BGP) validate() []error {
 	var errs []error
-	errs = append(errs, validateASN("bgp.asn", b.ASN)...)
-	if id := b.RouterID; id.IsValid() && (!id.Is4() || id.IsUnspecified()) {
-		errs = append(errs, invalid("bgp.routerID", id, "must be an IPv4 address other than 0.0.0.0"))
+	errs = append(errs, fieldErrs("bgp", bgp.CheckASN("asn", b.ASN))...)
+	if id := b.RouterID; id.IsValid() {
+		errs = append(errs, fieldErrs("bgp", bgp.CheckIPv4ID("routerID", id))...)
 	}
 	if a := b.NodeIPv4; a.IsValid() && (!a.Is4() || a.IsUnspecified() || a.IsMulticast()) {
 		errs = append(errs, invalid("bgp.nodeIPv4", a, "must be a unicast IPv4 address"))
@@ -221,10 +228,8 @@ func (b BGP) validate() []error {
 	if a := b.NodeIPv6; a.IsValid() && (!a.Is6() || a.Is4In6() || a.IsUnspecified() || a.IsMulticast() || a.Zone() != "") {
 		errs = append(errs, invalid("bgp.nodeIPv6", a, "must be a unicast IPv6 address without zone"))
 	}
-	if len(b.MeshPassword) > maxPasswordLen {
-		errs = append(errs, fmt.Errorf("bgp.meshPassword: is %d bytes long, at most %d allowed", len(b.MeshPassword), maxPasswordLen))
-	}
-	errs = append(errs, validateTimers("bgp.meshHoldTime", "bgp.meshKeepaliveInterval", b.MeshHoldTime, b.MeshKeepaliveInterval)...)
+	errs = append(errs, fieldErrs("bgp", bgp.CheckPassword("meshPassword", b.MeshPassword))...)
+	errs = append(errs, fieldErrs("bgp", bgp.CheckTimers("meshHoldTime", "meshKeepaliveInterval", b.MeshHoldTime, b.MeshKeepaliveInterval))...)
 	seen := map[netip.Addr]int{}
 	for i, a := range b.ListenAddresses {
 		key := fmt.Sprintf("bgp.listenAddresses[%d]", i)
@@ -237,20 +242,24 @@ func (b BGP) validate() []error {
 			seen[a] = i
 		}
 	}
+	// Zero stands for a default in package bgp; here the defaults are
+	// filled in already (Default), so a zero was written on purpose.
 	if b.ListenPort != -1 && (b.ListenPort < 1 || b.ListenPort > 65535) {
 		errs = append(errs, invalid("bgp.listenPort", b.ListenPort, "want 1..65535, or -1 not to listen"))
 	}
 	if b.ConvergeTimeout < time.Second {
 		errs = append(errs, invalid("bgp.convergeTimeout", b.ConvergeTimeout, "must be at least 1s"))
 	}
+	if t := b.GracefulRestart.RestartTime; t < time.Second {
+		errs = append(errs, invalid("bgp.gracefulRestart.restartTime", t, "want whole seconds in 1s..%v", bgp.MaxRestartTime))
+	} else {
+		errs = append(errs, fieldErrs("bgp", bgp.CheckRestartTime("gracefulRestart.restartTime", t))...)
+	}
 	if b.APIListen != "" {
-		errs = append(errs, validateAPIListen("bgp.apiListen", b.APIListen)...)
+		errs = append(errs, fieldErrs("bgp", bgp.CheckAPIListen("apiListen", b.APIListen))...)
 	}
-	if id := b.RouteReflector.ClusterID; id.IsValid() && (!id.Is4() || id.IsUnspecified()) {
-		errs = append(errs, invalid("bgp.routeReflector.clusterID", id, "must be an IPv4 address other than 0.0.0.0"))
-	}
-	if t := b.GracefulRestart.RestartTime; t < time.Second || t > maxRestartTime || t%time.Second != 0 {
-		errs = append(errs, invalid("bgp.gracefulRestart.restartTime", t, "want whole seconds in 1s..%v", maxRestartTime))
+	if id := b.RouteReflector.ClusterID; id.IsValid() {
+		errs = append(errs, fieldErrs("bgp", bgp.CheckIPv4ID("routeReflector.clusterID", id))...)
 	}
 	names, addrs := map[string]int{}, map[netip.Addr]int{}
 	for i, p := range b.Peers {
@@ -270,97 +279,24 @@ func (b BGP) validate() []error {
 	return errs
 }
 
-func validateASN(key string, asn uint32) []error {
-	switch {
-	case asn == 0 || asn > maxASN:
-		return []error{invalid(key, asn, "want 1..%d", uint32(maxASN))}
-	case asn == asTrans:
-		return []error{invalid(key, asn, "is AS_TRANS, reserved for 2-byte AS speakers")}
-	}
-	return nil
-}
-
-// validateAPIListen checks a host:port whose host must be a loopback IP
-// address: GoBGP's gRPC API has no authentication.
-func validateAPIListen(key, hostPort string) []error {
-	host, port, err := net.SplitHostPort(hostPort)
-	if err != nil {
-		return []error{invalid(key, hostPort, "want host:port, such as 127.0.0.1:50051")}
-	}
-	if a, err := netip.ParseAddr(host); err != nil || !a.IsLoopback() {
-		return []error{invalid(key, hostPort, "host must be a loopback IP address, such as 127.0.0.1 or ::1: the API has no authentication")}
-	}
-	if n, err := strconv.Atoi(port); err != nil || n < 1 || n > 65535 {
-		return []error{invalid(key, hostPort, "want a port in 1..65535")}
-	}
-	return nil
-}
-
-// validate checks p, which is at key ("bgp.peers[0]") in b.
+// validate checks p, which is at key ("bgp.peers[0]") in b: that its name is
+// a DNS label and its numbers fit bgp.Peer's fields here, the rules of a
+// peer in package bgp.
 func (p Peer) validate(key string, b BGP) []error {
 	var errs []error
-	switch {
-	case p.Name == "":
-		errs = append(errs, invalid(key+".name", p.Name, "must be set"))
-	case len(p.Name) > maxLabelLen || !dns1123Label.MatchString(p.Name):
+	if p.Name != "" && (len(p.Name) > maxLabelLen || !dns1123Label.MatchString(p.Name)) {
 		errs = append(errs, invalid(key+".name", p.Name, "must be a DNS-1123 label: at most %d characters of a-z, 0-9 and '-', starting and ending with a letter or digit", maxLabelLen))
 	}
-	switch a := p.Address; {
-	case !a.IsValid():
-		errs = append(errs, fmt.Errorf("%s.address: must be set", key))
-	case a.IsUnspecified() || a.Is4In6() || a.IsMulticast() || a.Zone() != "":
-		errs = append(errs, invalid(key+".address", a, "must be a unicast IPv4 or IPv6 address, without zone"))
-	}
+	// A number that does not fit is reported here and left out of the rest.
+	q := p
 	if p.Port < 0 || p.Port > 65535 {
-		errs = append(errs, invalid(key+".port", p.Port, "want 1..65535, or 0 for 179"))
+		errs, q.Port = append(errs, invalid(key+".port", p.Port, "want 1..65535, or 0 for 179")), 0
 	}
-	errs = append(errs, validateASN(key+".asn", p.ASN)...)
-	if len(p.Password) > maxPasswordLen {
-		errs = append(errs, fmt.Errorf("%s.password: is %d bytes long, at most %d allowed", key, len(p.Password), maxPasswordLen))
+	if p.Multihop < 0 || p.Multihop > 255 {
+		errs, q.Multihop = append(errs, invalid(key+".multihop", p.Multihop, "want a TTL in 1..255, or 0 for directly connected")), 0
 	}
-	switch {
-	case p.Multihop < 0 || p.Multihop > 255:
-		errs = append(errs, invalid(key+".multihop", p.Multihop, "want a TTL in 1..255, or 0 for directly connected"))
-	case p.Multihop > 0 && p.ASN == b.ASN:
-		errs = append(errs, invalid(key+".multihop", p.Multihop, "applies to eBGP peers only; this peer's asn is bgp.asn"))
+	if m := p.BFD.Multiplier; m < 0 {
+		errs, q.BFD.Multiplier = append(errs, invalid(key+".bfd.multiplier", m, "want 1..255, or 0 for %d", bgp.DefaultBFDMultiplier)), 0
 	}
-	errs = append(errs, validateTimers(key+".holdTime", key+".keepaliveInterval", p.HoldTime, p.KeepaliveInterval)...)
-	if p.RRClient && !b.RouteReflector.Enabled {
-		errs = append(errs, invalid(key+".rrClient", p.RRClient, "needs bgp.routeReflector.enabled"))
-	}
-	if p.RRClient && p.ASN != b.ASN {
-		errs = append(errs, invalid(key+".rrClient", p.RRClient, "needs an iBGP peer: asn must be bgp.asn (%d)", b.ASN))
-	}
-	for j, a := range p.Import.Allow {
-		k := fmt.Sprintf("%s.import.allow[%d]", key, j)
-		switch {
-		case !a.IsValid() || a.Addr().Is4In6():
-			errs = append(errs, invalid(k, a, "must be a prefix"))
-		case a.Masked() != a:
-			errs = append(errs, invalid(k, a, "has host bits set; did you mean %s?", a.Masked()))
-		}
-	}
-	if p.BFD.Enabled {
-		if i := p.BFD.Interval; i != 0 && (i < time.Millisecond || i%time.Microsecond != 0 || i > time.Hour) {
-			errs = append(errs, invalid(key+".bfd.interval", i, "want 1ms..1h in whole microseconds, or 0 for 300ms"))
-		}
-		if m := p.BFD.Multiplier; m < 0 || m > 255 {
-			errs = append(errs, invalid(key+".bfd.multiplier", m, "want 1..255, or 0 for 3"))
-		}
-	}
-	return errs
-}
-
-// validateTimers checks a session's hold time and keepalive interval.
-func validateTimers(holdKey, keepaliveKey string, hold, keepalive time.Duration) []error {
-	var errs []error
-	if hold == 0 {
-		hold = defaultHoldTime
-	} else if hold < 3*time.Second || hold > 65535*time.Second || hold%time.Second != 0 {
-		errs = append(errs, invalid(holdKey, hold, "want whole seconds in 3s..65535s, or 0 for 90s"))
-	}
-	if keepalive < 0 || keepalive%time.Second != 0 || keepalive >= hold {
-		errs = append(errs, invalid(keepaliveKey, keepalive, "want whole seconds below the hold time (%v), or 0 for a third of it", hold))
-	}
-	return errs
+	return append(errs, fieldErrs(key, q.BGP().Check(b.Speaker()))...)
 }

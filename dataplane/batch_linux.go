@@ -233,7 +233,7 @@ func appendRouteMsg(b []byte, o op, seq uint32) []byte {
 		msg.Family = unix.AF_INET6
 	}
 	msg.Dst_len = uint8(o.key.prefix.Bits())
-	msg.Protocol = RouteProtocol
+	msg.Protocol = routeProtocol
 	if o.blackhole {
 		msg.Type = unix.RTN_BLACKHOLE
 	}

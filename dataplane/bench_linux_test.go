@@ -30,14 +30,14 @@ func BenchmarkRouteInstall(b *testing.B) {
 		n := newNodeNS(b)
 		r, _ := startReconciler(b, n)
 		r.MarkConverged()
-		must(b, r.Sync(b.Context()))
+		must(b, r.flush(b.Context()))
 		b.ResetTimer()
 		for range b.N {
-			must(b, r.SetRoutes(routes))
-			must(b, r.Sync(b.Context()))
+			must(b, r.setRoutes(routes))
+			must(b, r.flush(b.Context()))
 			b.StopTimer()
-			must(b, r.SetRoutes(nil))
-			must(b, r.Sync(b.Context()))
+			must(b, r.setRoutes(nil))
+			must(b, r.flush(b.Context()))
 			b.StartTimer()
 		}
 		report(b)
@@ -65,7 +65,7 @@ func BenchmarkRouteInstall(b *testing.B) {
 		defer h.Close()
 		nl := make([]*netlink.Route, 0, count)
 		for p, nh := range routes {
-			nl = append(nl, &netlink.Route{Dst: prefixNet(p), Gw: nh[0].AsSlice(), Protocol: RouteProtocol})
+			nl = append(nl, &netlink.Route{Dst: prefixNet(p), Gw: nh[0].AsSlice(), Protocol: routeProtocol})
 		}
 		b.ResetTimer()
 		for range b.N {

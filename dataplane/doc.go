@@ -7,7 +7,7 @@
 //
 // A [Reconciler] holds the desired routes ([Reconciler.Upsert],
 // [Reconciler.Delete], [Reconciler.SetRoutes], [Reconciler.SetBlackholes]),
-// compares them with the routes of the main table that carry [RouteProtocol],
+// compares them with the routes of the main table that carry [wellknown.RouteProtocol],
 // and writes the difference from one goroutine ([Reconciler.Run]). Changes are
 // coalesced for a few milliseconds and sent to the kernel in batches: many
 // route messages per sendmsg, errors collected per route, one acknowledged
@@ -42,8 +42,9 @@
 // then withdrawn) is no longer stale and is removed at once.
 package dataplane
 
-// RouteProtocol tags every route flatnet installs (rtm_protocol), so flatnet can
-// tell its routes from everyone else's and never touch the others. `ip route`
-// shows it as "proto 75" (or "proto flatnet" once /etc/iproute2/rt_protos.d
-// names it).
-const RouteProtocol = 75
+import "github.com/flatnet-io/flatnet/wellknown"
+
+// routeProtocol is flatnet's mark on its routes, [wellknown.RouteProtocol].
+// `ip route` shows it as "proto 75" (or "proto flatnet" once
+// /etc/iproute2/rt_protos.d names it).
+const routeProtocol = wellknown.RouteProtocol

@@ -163,12 +163,6 @@ func plan(keys map[routeKey]struct{}, d *desired, v *view) (ops []op, conflicts 
 
 func sortedKeys(keys map[routeKey]struct{}) []routeKey {
 	return slices.SortedFunc(maps.Keys(keys), func(a, b routeKey) int {
-		if c := a.prefix.Addr().Compare(b.prefix.Addr()); c != 0 {
-			return c
-		}
-		if c := a.prefix.Bits() - b.prefix.Bits(); c != 0 {
-			return c
-		}
-		return cmp.Compare(a.metric, b.metric)
+		return cmp.Or(a.prefix.Compare(b.prefix), cmp.Compare(a.metric, b.metric))
 	})
 }

@@ -22,16 +22,16 @@ func addrs(ss ...string) []netip.Addr {
 
 // learned is a route of ours over gateways, as the kernel lists it.
 func learned(p string, gws ...string) kernelRoute {
-	return kernelRoute{key: keyOf(pfx(p)), protocol: RouteProtocol, unicast: true, nextHops: addrs(gws...)}
+	return kernelRoute{key: keyOf(pfx(p)), protocol: routeProtocol, unicast: true, nextHops: addrs(gws...)}
 }
 
 func blackhole(p string) kernelRoute {
-	return kernelRoute{key: keyOf(pfx(p)), protocol: RouteProtocol, blackhole: true}
+	return kernelRoute{key: keyOf(pfx(p)), protocol: routeProtocol, blackhole: true}
 }
 
 // podRoute is what the CNI plugin installs: our protocol, a veth, no gateway.
 func podRoute(p string) kernelRoute {
-	return kernelRoute{key: keyOf(pfx(p)), protocol: RouteProtocol, unicast: true, oif: 7}
+	return kernelRoute{key: keyOf(pfx(p)), protocol: routeProtocol, unicast: true, oif: 7}
 }
 
 func withProto(r kernelRoute, proto int) kernelRoute { r.protocol = proto; return r }
@@ -70,7 +70,7 @@ func TestOwned(t *testing.T) {
 		{"CNI IPv6 pod route", podRoute("2001:db8:0:1::5/128"), false},
 		{"static route", withProto(learned("10.0.1.0/26", "192.0.2.2"), 4), false},
 		{"bgp blackhole", withProto(blackhole("10.0.0.0/26"), 186), false},
-		{"unreachable", kernelRoute{key: keyOf(pfx("10.0.0.0/26")), protocol: RouteProtocol}, false},
+		{"unreachable", kernelRoute{key: keyOf(pfx("10.0.0.0/26")), protocol: routeProtocol}, false},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			if got := tc.route.owned(); got != tc.want {

@@ -66,7 +66,7 @@ const (
 func wantSome(t *testing.T, r *Reconciler) {
 	t.Helper()
 	must(t, r.SetBlackholes([]netip.Prefix{pfx("10.0.0.0/26"), pfx("2001:db8:0:1::/64")}))
-	must(t, r.SetRoutes(map[netip.Prefix][]netip.Addr{
+	must(t, r.setRoutes(map[netip.Prefix][]netip.Addr{
 		pfx("10.0.1.0/26"):       addrs("192.0.2.2"),
 		pfx("10.0.2.0/26"):       addrs("192.0.2.3", "192.0.2.2"),
 		pfx("2001:db8:0:2::/64"): addrs("2001:db8::2", "2001:db8::3"),
@@ -79,7 +79,7 @@ func TestPrivilegedInstall(t *testing.T) {
 	wantSome(t, r)
 	// One route in the same batch cannot go in: only it is reported.
 	must(t, r.Upsert(pfx("10.0.3.0/26"), addrs("198.51.100.1")))
-	err := r.Sync(t.Context())
+	err := r.flush(t.Context())
 	var oe *opError
 	if !errors.As(err, &oe) || oe.key.prefix != pfx("10.0.3.0/26") || !errors.Is(err, syscall.ENETUNREACH) {
 		t.Errorf("Sync() = %v, want ENETUNREACH for 10.0.3.0/26 only", err)
@@ -97,7 +97,7 @@ func TestPrivilegedInstall(t *testing.T) {
 	r.Delete(pfx("2001:db8:0:2::/64"))
 	must(t, r.Upsert(pfx("10.0.2.0/26"), addrs("192.0.2.4")))
 	must(t, r.SetBlackholes([]netip.Prefix{pfx("10.0.0.0/26")}))
-	must(t, r.Sync(t.Context()))
+	must(t, r.flush(t.Context()))
 	wantRoutes(t, "our routes", ours(t, n), []string{v4Blackhole, v4Route, "10.0.2.0/26 via 192.0.2.4 dev up0 proto 75"})
 }
 
@@ -116,7 +116,7 @@ func TestPrivilegedPodRoutesCoexistWithBlackhole(t *testing.T) {
 	r, _ := startReconciler(t, n)
 	r.MarkConverged()
 	must(t, r.SetBlackholes([]netip.Prefix{pfx("10.0.0.0/26"), pfx("2001:db8:0:1::/64"), pfx("10.0.0.5/32")}))
-	err := r.Sync(t.Context())
+	err := r.flush(t.Context())
 	if !errors.Is(err, ErrConflict) {
 		t.Errorf("Sync() = %v, want a conflict over the pod's /32", err)
 	}
@@ -126,7 +126,7 @@ func TestPrivilegedPodRoutesCoexistWithBlackhole(t *testing.T) {
 	}
 
 	must(t, r.SetBlackholes(nil))
-	must(t, r.Sync(t.Context()))
+	must(t, r.flush(t.Context()))
 	wantRoutes(t, "our routes", ours(t, n), pods)
 }
 
@@ -134,7 +134,7 @@ func TestPrivilegedRepairsDrift(t *testing.T) {
 	n := newNodeNS(t)
 	r, _ := startReconciler(t, n)
 	wantSome(t, r)
-	must(t, r.Sync(t.Context()))
+	must(t, r.flush(t.Context()))
 	all := []string{v4Blackhole, v4Route, v4ECMP, v6Blackhole, v6ECMP}
 	slices.Sort(all)
 
@@ -188,7 +188,7 @@ func TestPrivilegedLeavesOtherProtocols(t *testing.T) {
 	r.MarkConverged()
 	wantSome(t, r)
 	must(t, r.Upsert(pfx("2001:db8:0:3::/64"), addrs("2001:db8::2")))
-	if err := r.Sync(t.Context()); !errors.Is(err, ErrConflict) {
+	if err := r.flush(t.Context()); !errors.Is(err, ErrConflict) {
 		t.Errorf("Sync() = %v, want conflicts at 10.0.1.0/26 and 2001:db8:0:3::/64", err)
 	}
 	if c := r.Counts(); c.Conflicts != 2 {
@@ -197,9 +197,9 @@ func TestPrivilegedLeavesOtherProtocols(t *testing.T) {
 	// Ours beside the static IPv6 route of a better metric.
 	wantRoutes(t, "our routes", ours(t, n), []string{v4Blackhole, v4ECMP, v6Blackhole, v6ECMP})
 
-	must(t, r.SetRoutes(nil))
+	must(t, r.setRoutes(nil))
 	must(t, r.SetBlackholes(nil))
-	must(t, r.Sync(t.Context()))
+	must(t, r.flush(t.Context()))
 	wantRoutes(t, "our routes", ours(t, n), nil)
 	wantRoutes(t, "other routes", others(), before)
 }
@@ -213,7 +213,7 @@ func TestPrivilegedRestartKeepsRoutesUntilConverged(t *testing.T) {
 
 	first, stop := startReconciler(t, n)
 	wantSome(t, first)
-	must(t, first.Sync(t.Context()))
+	must(t, first.flush(t.Context()))
 	stop() // Close leaves the routes
 	all := []string{v4Blackhole, v4Route, v4ECMP, v6Blackhole, v6ECMP, pod}
 	wantRoutes(t, "routes after the first run", ours(t, n), all)
@@ -221,15 +221,14 @@ func TestPrivilegedRestartKeepsRoutesUntilConverged(t *testing.T) {
 	second, _ := startReconciler(t, n)
 	must(t, second.SetBlackholes([]netip.Prefix{pfx("10.0.0.0/26")}))
 	must(t, second.Upsert(pfx("10.0.1.0/26"), addrs("192.0.2.2")))
-	must(t, second.Sync(t.Context()))
-	time.Sleep(50 * time.Millisecond) // a debounced pass would have run by now
+	must(t, second.flush(t.Context()))
 	wantRoutes(t, "routes before convergence", ours(t, n), all)
 	if c := second.Counts(); c.Stale != 3 || c.Converged {
 		t.Errorf("Counts() = %+v, want 3 stale routes", c)
 	}
 
 	second.MarkConverged()
-	must(t, second.Sync(t.Context()))
+	must(t, second.flush(t.Context()))
 	wantRoutes(t, "routes after convergence", ours(t, n), []string{v4Blackhole, v4Route, pod})
 }
 
@@ -237,13 +236,13 @@ func TestPrivilegedBatchesManyRoutes(t *testing.T) {
 	n := newNodeNS(t)
 	r, _ := startReconciler(t, n)
 	r.MarkConverged()
-	must(t, r.Sync(t.Context()))
+	must(t, r.flush(t.Context()))
 	k := r.k.(*netlinkKernel)
 	sendmsgs, events := k.sendmsgs.Load(), k.events.Load()
 
 	const count = 10_000
-	must(t, r.SetRoutes(hostRoutes(count)))
-	must(t, r.Sync(t.Context()))
+	must(t, r.setRoutes(hostRoutes(count)))
+	must(t, r.flush(t.Context()))
 	if got := len(ipRoutes(t, n, "-4", "proto", "75")); got != count {
 		t.Fatalf("%d routes in the kernel, want %d", got, count)
 	}
@@ -259,8 +258,8 @@ func TestPrivilegedBatchesManyRoutes(t *testing.T) {
 		t.Errorf("Counts() = %+v", c)
 	}
 
-	must(t, r.SetRoutes(nil))
-	must(t, r.Sync(t.Context()))
+	must(t, r.setRoutes(nil))
+	must(t, r.flush(t.Context()))
 	if got := ipRoutes(t, n, "-4", "proto", "75"); len(got) != 0 {
 		t.Errorf("%d routes left after withdrawing all", len(got))
 	}

@@ -133,9 +133,10 @@ func (r *Reconciler) Delete(prefix netip.Prefix) {
 	r.poke()
 }
 
-// SetRoutes replaces every learned route with routes (prefix → next hops).
-// Invalid entries are left out and reported; the rest take effect.
-func (r *Reconciler) SetRoutes(routes map[netip.Prefix][]netip.Addr) error {
+// setRoutes replaces every learned route with routes (prefix → next hops).
+// Invalid entries are left out and reported; the rest take effect. The
+// tests' way to want many routes at once; callers Upsert.
+func (r *Reconciler) setRoutes(routes map[netip.Prefix][]netip.Addr) error {
 	next := make(map[netip.Prefix][]netip.Addr, len(routes))
 	var errs []error
 	for prefix, nextHops := range routes {
@@ -207,9 +208,10 @@ func (r *Reconciler) MarkConverged() {
 	r.poke()
 }
 
-// Sync makes Run write what is wanted now, without waiting for the debounce,
-// and returns the errors of that pass. It needs Run to be running.
-func (r *Reconciler) Sync(ctx context.Context) error {
+// flush makes Run write what is wanted now, without waiting for the
+// debounce, and returns the errors of that pass: the tests' way to know a
+// pass is done. It needs Run to be running.
+func (r *Reconciler) flush(ctx context.Context) error {
 	reply := make(chan error, 1)
 	select {
 	case r.sync <- reply:

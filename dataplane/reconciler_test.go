@@ -69,7 +69,7 @@ func (f *fakeKernel) apply(_ context.Context, ops []op) []error {
 			}
 		case opDelete:
 			at = slices.IndexFunc(f.routes, func(r kernelRoute) bool {
-				return r.key == o.key && r.protocol == RouteProtocol && r.blackhole == o.blackhole && slices.Equal(r.nextHops, o.nextHops)
+				return r.key == o.key && r.protocol == routeProtocol && r.blackhole == o.blackhole && slices.Equal(r.nextHops, o.nextHops)
 			})
 			if at >= 0 {
 				f.routes = slices.Delete(f.routes, at, at+1)
@@ -118,7 +118,7 @@ func (f *fakeKernel) table() []string {
 	for _, r := range f.routes {
 		s := r.key.String()
 		switch {
-		case r.protocol != RouteProtocol:
+		case r.protocol != routeProtocol:
 			s += " foreign"
 		case r.blackhole:
 			s += " blackhole"
@@ -190,7 +190,7 @@ func TestReconcilerWritesAndRepairs(t *testing.T) {
 	}
 	r.MarkConverged()
 	must(t, r.SetBlackholes([]netip.Prefix{pfx("10.0.0.0/26"), pfx("2001:db8:0:1::/64")}))
-	must(t, r.SetRoutes(map[netip.Prefix][]netip.Addr{
+	must(t, r.setRoutes(map[netip.Prefix][]netip.Addr{
 		pfx("10.0.1.0/26"):       addrs("192.0.2.2"),
 		pfx("10.0.2.0/26"):       addrs("192.0.2.3", "192.0.2.2"),
 		pfx("2001:db8:0:2::/64"): addrs("2001:db8::2"),
@@ -228,7 +228,7 @@ func TestReconcilerReportsErrorsPerRoute(t *testing.T) {
 	f.fail[pfx("10.0.1.0/26")] = syscall.ENETUNREACH
 	r := newTestReconciler(t, f)
 	must(t, r.resync(ctx))
-	must(t, r.SetRoutes(map[netip.Prefix][]netip.Addr{
+	must(t, r.setRoutes(map[netip.Prefix][]netip.Addr{
 		pfx("10.0.1.0/26"): addrs("192.0.2.2"),
 		pfx("10.0.2.0/26"): addrs("192.0.2.2"),
 		pfx("10.0.3.0/26"): addrs("192.0.2.2"),
@@ -273,7 +273,7 @@ func TestReconcilerRejectsBadInput(t *testing.T) {
 	if err := r.Upsert(pfx("10.0.1.0/26"), nil); err == nil {
 		t.Error("Upsert accepted no next hops")
 	}
-	err := r.SetRoutes(map[netip.Prefix][]netip.Addr{
+	err := r.setRoutes(map[netip.Prefix][]netip.Addr{
 		pfx("10.0.1.0/26"): addrs("2001:db8::1"),
 		pfx("10.0.2.0/26"): addrs("192.0.2.2"),
 	})
@@ -299,7 +299,7 @@ func TestRunCoalesces(t *testing.T) {
 			t.Errorf("Run() = %v", err)
 		}
 	}()
-	must(t, r.Sync(ctx)) // Run has read the kernel
+	must(t, r.flush(ctx)) // Run has read the kernel
 	const n = 1000
 	for i := range n {
 		p := netip.PrefixFrom(netip.AddrFrom4([4]byte{10, 1, byte(i >> 8), byte(i)}), 32)
@@ -311,7 +311,7 @@ func TestRunCoalesces(t *testing.T) {
 	}
 	f.external(true, learned("10.1.0.7/32", "192.0.2.2"))
 	waitFor(t, func() bool { return len(f.table()) == n })
-	must(t, r.Sync(ctx))
+	must(t, r.flush(ctx))
 }
 
 func waitFor(t *testing.T, cond func() bool) {

@@ -53,11 +53,11 @@ type kernelRoute struct {
 }
 
 // owned reports whether the route is one the reconciler may write or delete:
-// it carries RouteProtocol and is a blackhole or has a gateway. A route of
-// RouteProtocol through a device without a gateway is a CNI pod route and is
+// it carries routeProtocol and is a blackhole or has a gateway. A route of
+// routeProtocol through a device without a gateway is a CNI pod route and is
 // never ours.
 func (k kernelRoute) owned() bool {
-	return k.protocol == RouteProtocol && (k.blackhole || k.unicast && len(k.nextHops) > 0)
+	return k.protocol == routeProtocol && (k.blackhole || k.unicast && len(k.nextHops) > 0)
 }
 
 // is reports whether the route already is t.
@@ -95,7 +95,7 @@ type op struct {
 }
 
 func (o op) route() kernelRoute {
-	return kernelRoute{key: o.key, protocol: RouteProtocol, unicast: !o.blackhole, blackhole: o.blackhole, nextHops: o.nextHops, oif: o.oif}
+	return kernelRoute{key: o.key, protocol: routeProtocol, unicast: !o.blackhole, blackhole: o.blackhole, nextHops: o.nextHops, oif: o.oif}
 }
 
 // opError is a route write the kernel refused.

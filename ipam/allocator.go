@@ -25,8 +25,13 @@ type Config struct {
 	// ReleaseGrace is how long an empty block of this node stays claimed before
 	// ReleaseIdleBlocks gives it back; 0 releases it as soon as it empties.
 	ReleaseGrace time.Duration
-	Now          func() time.Time // nil: time.Now
-	Logger       *slog.Logger     // nil: discard
+	// Changed, if set, is told what every successful write of this
+	// allocator changed, and what Resync lists, in that order: that is how
+	// routing learns what to announce. It is called with the allocator's
+	// lock held, so it must be quick and must not call the allocator.
+	Changed func(Change)
+	Now     func() time.Time // nil: time.Now
+	Logger  *slog.Logger     // nil: discard
 }
 
 // Allocator hands out addresses for one node. Its methods are safe to call
@@ -76,6 +81,9 @@ func New(store Store, cfg Config) (*Allocator, error) {
 		log = slog.New(slog.DiscardHandler)
 	}
 	cfg.Pools = slices.Clone(cfg.Pools)
+	if cfg.Changed != nil {
+		store = reportingStore{Store: store, changed: cfg.Changed}
+	}
 	return &Allocator{store: store, cfg: cfg, log: log.With("node", cfg.Node)}, nil
 }
 
@@ -146,7 +154,7 @@ func (a *Allocator) allocate(ctx context.Context, req Request, f Family) (al All
 		if i := slices.IndexFunc(blocks, func(b Block) bool { return b.Affinity == a.cfg.Node && b.Free() > 0 }); i >= 0 {
 			if al, err = a.place(ctx, blocks[i], al); err == nil {
 				return al, true, nil
-			} else if lostRace(err) {
+			} else if LostRace(err) {
 				continue
 			}
 			return al, false, err
@@ -176,7 +184,7 @@ func (a *Allocator) allocate(ctx context.Context, req Request, f Family) (al All
 				if al, err = a.place(ctx, blocks[i], al); err == nil {
 					a.log.Info("borrowed address", "addr", al.Addr, "block", blocks[i].CIDR, "owner", blocks[i].Affinity)
 					return al, true, nil
-				} else if lostRace(err) {
+				} else if LostRace(err) {
 					continue
 				}
 				return al, false, err
@@ -250,7 +258,7 @@ func (a *Allocator) release(ctx context.Context, match func(Allocation) bool) ([
 			if len(gone) == 0 {
 				continue
 			}
-			if err := a.writeShrunk(ctx, b); lostRace(err) {
+			if err := a.writeShrunk(ctx, b); LostRace(err) {
 				raced = true
 				continue
 			} else if err != nil {
@@ -296,25 +304,13 @@ func (a *Allocator) ReleaseIdleBlocks(ctx context.Context) ([]netip.Prefix, erro
 	now := a.cfg.Now().UTC()
 	var released []netip.Prefix
 	for _, b := range blocks {
-		if b.Affinity != a.cfg.Node || len(b.Allocations) > 0 {
+		if b.Affinity != a.cfg.Node {
 			continue
 		}
-		if b.EmptySince.IsZero() { // emptied by a writer that did not mark it
-			b.EmptySince = now
-			if _, err := a.store.UpdateBlock(ctx, b); err != nil && !lostRace(err) {
-				return released, fmt.Errorf("update block %s: %w", b.CIDR, err)
-			}
+		if deleted, err := ExpireEmpty(ctx, a.store, b, now, a.cfg.ReleaseGrace); err != nil {
+			return released, err
+		} else if !deleted {
 			continue
-		}
-		if now.Sub(b.EmptySince) < a.cfg.ReleaseGrace {
-			continue
-		}
-		// Someone may have borrowed from it since we read it: then the revision
-		// moved on, the delete fails, and the block stays.
-		if err := a.store.DeleteBlock(ctx, b); lostRace(err) {
-			continue
-		} else if err != nil {
-			return released, fmt.Errorf("release block %s: %w", b.CIDR, err)
 		}
 		a.log.Info("released idle block", "block", b.CIDR, "emptySince", b.EmptySince)
 		released = append(released, b.CIDR)
@@ -397,11 +393,6 @@ func poolNames(pools []Pool) string {
 		names[i] = fmt.Sprintf("%s (%s)", p.Name, p.CIDR)
 	}
 	return strings.Join(names, ", ")
-}
-
-// lostRace tells whether err only means that another writer got there first.
-func lostRace(err error) bool {
-	return errors.Is(err, ErrConflict) || errors.Is(err, ErrNotFound)
 }
 
 // pause waits a little before a retry, longer the more attempts were lost, with

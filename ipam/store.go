@@ -1,9 +1,6 @@
 package ipam
 
-import (
-	"context"
-	"net/netip"
-)
+import "context"
 
 // Store keeps claimed blocks. Its one promise is compare-and-swap per block:
 // CreateBlock fails with ErrExists when the CIDR is already claimed, and
@@ -17,8 +14,6 @@ import (
 type Store interface {
 	// ListBlocks returns every claimed block, in no particular order.
 	ListBlocks(ctx context.Context) ([]Block, error)
-	// GetBlock returns the block claimed at cidr, or ErrNotFound.
-	GetBlock(ctx context.Context, cidr netip.Prefix) (Block, error)
 	// CreateBlock claims b.CIDR, or fails with ErrExists. It returns the block as
 	// stored, with its first revision.
 	CreateBlock(ctx context.Context, b Block) (Block, error)

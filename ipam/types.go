@@ -41,6 +41,24 @@ const (
 	MinBlockSizeIPv6 = 116
 )
 
+// BlockSizes is the range of block sizes (prefix lengths) a pool of family f
+// may use.
+func BlockSizes(f Family) (lo, hi int) {
+	if f == IPv4 {
+		return MinBlockSizeIPv4, 32
+	}
+	return MinBlockSizeIPv6, 128
+}
+
+// DefaultBlockSize is the block size of a pool of family f that names none:
+// /26 (64 addresses) for IPv4, /122 for IPv6.
+func DefaultBlockSize(f Family) int {
+	if f == IPv4 {
+		return 26
+	}
+	return 122
+}
+
 // Errors the allocator returns; callers test them with errors.Is.
 var (
 	// ErrExhausted: no address is left for the request in any pool of its family.
@@ -72,12 +90,8 @@ func NewPool(name string, cidr netip.Prefix, blockSize int) (Pool, error) {
 	if !cidr.IsValid() || cidr.Masked() != cidr {
 		return p, fmt.Errorf("pool %s: %w: CIDR %s is not a network address", name, ErrInvalid, cidr)
 	}
-	min, max := MinBlockSizeIPv4, 32
-	if p.Family() == IPv6 {
-		min, max = MinBlockSizeIPv6, 128
-	}
-	if blockSize < min || blockSize > max {
-		return p, fmt.Errorf("pool %s: %w: block size /%d outside /%d../%d", name, ErrInvalid, blockSize, min, max)
+	if lo, hi := BlockSizes(p.Family()); blockSize < lo || blockSize > hi {
+		return p, fmt.Errorf("pool %s: %w: block size /%d outside /%d../%d", name, ErrInvalid, blockSize, lo, hi)
 	}
 	if blockSize < cidr.Bits() {
 		return p, fmt.Errorf("pool %s: %w: block size /%d does not fit in %s", name, ErrInvalid, blockSize, cidr)

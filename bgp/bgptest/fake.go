@@ -9,6 +9,7 @@ import (
 	"context"
 	"errors"
 	"slices"
+	"strings"
 	"sync"
 
 	"github.com/flatnet-io/flatnet/bgp"
@@ -163,7 +164,8 @@ func (s *Speaker) Peers() []bgp.Peer {
 	return slices.Clone(s.peers)
 }
 
-// Status implements bgp.Speaker: it returns what SetStatus set.
+// Status implements bgp.Speaker: every configured peer, sorted by name, idle
+// unless SetStatus says otherwise for its name.
 func (s *Speaker) Status(ctx context.Context) ([]bgp.PeerStatus, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -173,10 +175,19 @@ func (s *Speaker) Status(ctx context.Context) ([]bgp.PeerStatus, error) {
 	if !s.running {
 		return nil, ErrNotStarted
 	}
-	return slices.Clone(s.status), nil
+	out := make([]bgp.PeerStatus, 0, len(s.peers))
+	for _, p := range s.peers {
+		st := bgp.PeerStatus{Name: p.Name, Address: p.Address, ASN: p.ASN, State: bgp.StateIdle}
+		if i := slices.IndexFunc(s.status, func(x bgp.PeerStatus) bool { return x.Name == p.Name }); i >= 0 {
+			st = s.status[i]
+		}
+		out = append(out, st)
+	}
+	slices.SortFunc(out, func(a, b bgp.PeerStatus) int { return strings.Compare(a.Name, b.Name) })
+	return out, nil
 }
 
-// SetStatus sets what Status returns.
+// SetStatus sets the status Status returns for the peers of those names.
 func (s *Speaker) SetStatus(status []bgp.PeerStatus) {
 	s.mu.Lock()
 	defer s.mu.Unlock()

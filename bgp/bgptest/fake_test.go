@@ -7,6 +7,7 @@ import (
 	"testing"
 
 	"github.com/flatnet-io/flatnet/bgp"
+	"github.com/flatnet-io/flatnet/bgp/speakertest"
 )
 
 func TestFakeSpeaker(t *testing.T) {
@@ -58,4 +59,8 @@ func TestFakeSpeaker(t *testing.T) {
 	if stopped, graceful := s.Stopped(); !stopped || !graceful {
 		t.Errorf("Stopped() = %v, %v; want true, true", stopped, graceful)
 	}
+}
+
+func TestContract(t *testing.T) {
+	speakertest.Run(t, func(t *testing.T, cfg bgp.Config) bgp.Speaker { return New(cfg) })
 }

@@ -4,7 +4,7 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
-	"net"
+	"math/rand/v2"
 	"net/netip"
 	"slices"
 	"strings"
@@ -16,27 +16,44 @@ import (
 	"github.com/flatnet-io/flatnet/bgp"
 )
 
-// The tests run real GoBGP speakers on loopback: each test gets its own
-// 127.1.N.0/24, each node an address in it (Linux routes all of 127/8 to lo)
-// and a free port. They wait for conditions with a deadline and never assert
-// timings. Every speaker of a test is started before any is given peers:
-// GoBGP's StartBgp writes process-wide settings that running servers read.
+// The tests run real GoBGP speakers on loopback (Linux routes all of 127/8
+// to lo): this process gets its own 127.P.0.0/16, P drawn at random, each
+// test a /24 in it, each node an address in that and the fixed port
+// bgpPort. No port is probed and let go for another to take: an address is
+// this process's, and within it a node's. The tests wait for conditions with
+// a deadline and never assert timings.
+//
+// GoBGP's StartBgp writes process-wide settings (multipath, best-path
+// options) that running servers read, so a speaker must not start while
+// another has peers. The lab enforces it: node and successor fail the test
+// once any node of the lab has been given peers, and a test's speakers are
+// stopped (t.Cleanup) before the next test starts its own.
 
 const (
 	meshASN  = 64512
 	deadline = 20 * time.Second
+	bgpPort  = 1790
+	apiPort  = 50051
 )
 
 var (
 	pools = []netip.Prefix{netip.MustParsePrefix("10.244.0.0/16"), netip.MustParsePrefix("fd00:10:244::/56")}
 	nets  atomic.Int32
+	// procNet is the second octet of this process's addresses.
+	procNet = byte(2 + rand.IntN(250))
 )
 
 // lab hands out node addresses for one test.
 type lab struct {
-	t    *testing.T
-	net  int32
-	next int
+	t      *testing.T
+	net    int32
+	next   int
+	peered atomic.Bool // a node of the lab has been given peers
+}
+
+// addr returns the lab's address with host part host.
+func (l *lab) addr(host int) netip.Addr {
+	return netip.AddrFrom4([4]byte{127, procNet, byte(l.net), byte(host)})
 }
 
 func newLab(t *testing.T) *lab {
@@ -46,6 +63,7 @@ func newLab(t *testing.T) *lab {
 // node is a speaker under test and what it learned.
 type node struct {
 	t    *testing.T
+	lab  *lab
 	name string
 	addr netip.Addr
 	port int
@@ -59,9 +77,13 @@ type node struct {
 // node starts a speaker named name on the lab's next address; mod may change
 // its configuration.
 func (l *lab) node(name string, mod func(*bgp.Config)) *node {
+	l.t.Helper()
+	if l.peered.Load() {
+		l.t.Fatalf("node %s started after a node had peers: GoBGP's process-wide settings would race", name)
+	}
 	l.next++
-	addr := netip.AddrFrom4([4]byte{127, 1, byte(l.net), byte(l.next)})
-	n := &node{t: l.t, name: name, addr: addr, port: freePort(l.t, addr), asn: meshASN}
+	addr := l.addr(l.next)
+	n := &node{t: l.t, lab: l, name: name, addr: addr, port: bgpPort, asn: meshASN}
 	n.cfg = bgp.Config{
 		ASN:             meshASN,
 		RouterID:        addr,
@@ -85,6 +107,10 @@ func (l *lab) node(name string, mod func(*bgp.Config)) *node {
 // stops. GoBGP keeps settings process-wide, which StartBgp writes: every
 // speaker of a test starts before any has peers, this one included.
 func (l *lab) successor(n *node) *node {
+	l.t.Helper()
+	if l.peered.Load() {
+		l.t.Fatalf("successor of %s started after a node had peers: GoBGP's process-wide settings would race", n.name)
+	}
 	s := *n
 	s.cfg.ListenPort = -1
 	s.cfg.GracefulRestart.Restarting = true
@@ -130,6 +156,7 @@ func (n *node) peer(mod func(*bgp.Peer)) bgp.Peer {
 
 func (n *node) setPeers(peers ...bgp.Peer) {
 	n.t.Helper()
+	n.lab.peered.Store(true)
 	if err := n.sp.SetPeers(n.t.Context(), peers); err != nil {
 		n.t.Fatalf("%s: SetPeers: %v", n.name, err)
 	}
@@ -226,16 +253,6 @@ func waitFor(t *testing.T, what string, check func() string) {
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
-}
-
-func freePort(t *testing.T, addr netip.Addr) int {
-	t.Helper()
-	l, err := net.Listen("tcp", netip.AddrPortFrom(addr, 0).String())
-	if err != nil {
-		t.Fatalf("find a free port on %v: %v", addr, err)
-	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port
 }
 
 // view is what a node learned through Watch.

@@ -149,18 +149,11 @@ func (s *Speaker) policyInput(adverts map[netip.Prefix]netip.Addr, peers map[net
 		}
 	}
 	// Sorted, so that the same input always makes the same policy.
-	slices.SortFunc(in.ownBlocks, func(a, b netip.Prefix) int { return cmpPrefix(a, b) })
+	slices.SortFunc(in.ownBlocks, netip.Prefix.Compare)
 	slices.SortFunc(in.mesh, netip.Addr.Compare)
 	slices.SortFunc(in.reflectTo, netip.Addr.Compare)
 	slices.SortFunc(in.explicit, func(a, b bgp.Peer) int { return a.Address.Compare(b.Address) })
 	return in
-}
-
-func cmpPrefix(a, b netip.Prefix) int {
-	if c := a.Addr().Compare(b.Addr()); c != 0 {
-		return c
-	}
-	return a.Bits() - b.Bits()
 }
 
 // applyPolicy installs the policy for in if it differs from the installed

@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/flatnet-io/flatnet/bgp"
+	"github.com/flatnet-io/flatnet/bgp/speakertest"
 )
 
 func TestAdvertiseWithdrawAndStatus(t *testing.T) {
@@ -228,8 +229,7 @@ func stop(t *testing.T, n *node, graceful bool) {
 
 func TestAPIListen(t *testing.T) {
 	l := newLab(t)
-	addr := netip.MustParseAddr("127.0.0.1")
-	api := netip.AddrPortFrom(addr, uint16(freePort(t, addr))).String()
+	api := netip.AddrPortFrom(l.addr(250), apiPort).String() // on no node's address
 	a := l.node("a", func(c *bgp.Config) { c.APIListen = api })
 	waitFor(t, "gRPC API on "+api, func() string {
 		conn, err := net.Dial("tcp", api)
@@ -244,4 +244,14 @@ func TestAPIListen(t *testing.T) {
 		conn.Close()
 		t.Errorf("gRPC API still listening on %s after Stop", api)
 	}
+}
+
+func TestContract(t *testing.T) {
+	speakertest.Run(t, func(t *testing.T, cfg bgp.Config) bgp.Speaker {
+		s, err := New(cfg, Options{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return s
+	})
 }

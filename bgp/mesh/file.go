@@ -12,6 +12,8 @@ import (
 	"slices"
 	"strings"
 	"time"
+
+	"github.com/flatnet-io/flatnet/internal/atomicfile"
 )
 
 // FileRegistry is a Registry in a directory shared by the nodes on one host
@@ -58,28 +60,8 @@ func (r *FileRegistry) Register(_ context.Context, n Node) error {
 	if err != nil {
 		return err
 	}
-	tmp, err := os.CreateTemp(r.dir, ".tmp-*")
-	if err != nil {
+	if err := atomicfile.Write(r.path(n.Name), b, false); err != nil {
 		return fmt.Errorf("register node %s: %w", n.Name, err)
-	}
-	defer os.Remove(tmp.Name())
-	if _, err := tmp.Write(b); err != nil {
-		tmp.Close()
-		return fmt.Errorf("register node %s: %w", n.Name, err)
-	}
-	if err := tmp.Close(); err != nil {
-		return fmt.Errorf("register node %s: %w", n.Name, err)
-	}
-	if err := os.Rename(tmp.Name(), r.path(n.Name)); err != nil {
-		return fmt.Errorf("register node %s: %w", n.Name, err)
-	}
-	return nil
-}
-
-// Deregister removes name's record.
-func (r *FileRegistry) Deregister(_ context.Context, name string) error {
-	if err := os.Remove(r.path(name)); err != nil && !errors.Is(err, fs.ErrNotExist) {
-		return fmt.Errorf("deregister node %s: %w", name, err)
 	}
 	return nil
 }

@@ -40,21 +40,10 @@ func (n Node) Validate() error {
 	return nil
 }
 
-// SessionAddress is the address mesh peers open the session to: IPv4 when the
-// node has one (it carries IPv6 routes too), else IPv6.
-func (n Node) SessionAddress() netip.Addr {
-	if n.IPv4.IsValid() {
-		return n.IPv4
-	}
-	return n.IPv6
-}
-
 // Registry is where nodes find each other.
 type Registry interface {
 	// Register records n, replacing an earlier record of the same name.
 	Register(ctx context.Context, n Node) error
-	// Deregister removes a node's record; an unknown name is not an error.
-	Deregister(ctx context.Context, name string) error
 	// Watch calls fn with every registered node, sorted by name: once at
 	// once, then whenever the set changes, until ctx is done. Calls are
 	// sequential.

@@ -9,12 +9,11 @@ import (
 	"time"
 
 	"github.com/spf13/cobra"
-	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/encoding/protojson"
 
-	"github.com/flatnet-io/flatnet/ipam/ipamgrpc"
+	"github.com/flatnet-io/flatnet/agent/agentclient"
 	"github.com/flatnet-io/flatnet/ipam/ipampb"
 )
 
@@ -25,8 +24,8 @@ func newIPAMShow(opts *options) *cobra.Command {
 		Short: "Show pools, claimed blocks and, with --handles, allocations",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			return opts.withAgent(cmd.Context(), func(ctx context.Context, conn *grpc.ClientConn) error {
-				client := ipampb.NewIPAMClient(conn)
+			return opts.withAgent(cmd.Context(), func(ctx context.Context, c *agentclient.Client) error {
+				client := c.IPAM
 				usage, err := client.Usage(ctx, &ipampb.UsageRequest{})
 				if err != nil {
 					return explain(opts.socket, err)
@@ -50,15 +49,15 @@ func newIPAMShow(opts *options) *cobra.Command {
 
 // withAgent connects to the agent at --socket and calls fn with the connection
 // and a context that ends after --timeout.
-func (o *options) withAgent(ctx context.Context, fn func(context.Context, *grpc.ClientConn) error) error {
+func (o *options) withAgent(ctx context.Context, fn func(context.Context, *agentclient.Client) error) error {
 	ctx, cancel := context.WithTimeout(ctx, o.timeout)
 	defer cancel()
-	conn, err := ipamgrpc.Dial(o.socket)
+	c, err := agentclient.Dial(o.socket)
 	if err != nil {
 		return err
 	}
-	defer conn.Close()
-	return fn(ctx, conn)
+	defer c.Close()
+	return fn(ctx, c)
 }
 
 // explain turns an unreachable agent into advice rather than a gRPC dump.

@@ -11,6 +11,8 @@ import (
 	"time"
 
 	"github.com/spf13/cobra"
+
+	"github.com/flatnet-io/flatnet/wellknown"
 )
 
 // version is stamped by the build: -ldflags "-X main.version=...".
@@ -43,7 +45,7 @@ func newRoot() *cobra.Command {
 		SilenceErrors: true,
 	}
 	root.SetVersionTemplate("flatnetctl {{.Version}}\n")
-	root.PersistentFlags().StringVar(&opts.socket, "socket", "/run/flatnet/flatnet.sock", "the agent's API socket")
+	root.PersistentFlags().StringVar(&opts.socket, "socket", wellknown.AgentSocket, "the agent's API socket")
 	root.PersistentFlags().StringVarP(&opts.output, "output", "o", "table", "output format: table or json")
 	root.PersistentFlags().DurationVar(&opts.timeout, "timeout", 10*time.Second, "how long to wait for the agent")
 	root.PersistentPreRunE = func(*cobra.Command, []string) error {

@@ -8,9 +8,9 @@ import (
 	"time"
 
 	"github.com/spf13/cobra"
-	"google.golang.org/grpc"
 	"google.golang.org/protobuf/encoding/protojson"
 
+	"github.com/flatnet-io/flatnet/agent/agentclient"
 	"github.com/flatnet-io/flatnet/agent/agentpb"
 	"github.com/flatnet-io/flatnet/ipam/ipampb"
 )
@@ -21,12 +21,12 @@ func newStatus(opts *options) *cobra.Command {
 		Short: "Show this node's BGP sessions, what it announces, its blocks and its route counts",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			return opts.withAgent(cmd.Context(), func(ctx context.Context, conn *grpc.ClientConn) error {
-				st, err := agentpb.NewAgentClient(conn).Status(ctx, &agentpb.StatusRequest{})
+			return opts.withAgent(cmd.Context(), func(ctx context.Context, c *agentclient.Client) error {
+				st, err := agentpb.NewAgentClient(c.Conn()).Status(ctx, &agentpb.StatusRequest{})
 				if err != nil {
 					return explain(opts.socket, err)
 				}
-				usage, err := ipampb.NewIPAMClient(conn).Usage(ctx, &ipampb.UsageRequest{})
+				usage, err := c.IPAM.Usage(ctx, &ipampb.UsageRequest{})
 				if err != nil {
 					return explain(opts.socket, err)
 				}

@@ -28,6 +28,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/flatnet-io/flatnet/internal/atomicfile"
 	"github.com/flatnet-io/flatnet/ipam"
 )
 
@@ -67,8 +68,6 @@ type fileID struct {
 
 var _ ipam.Store = (*Store)(nil)
 
-const tmpPrefix = ".tmp-"
-
 // record is what a block file holds.
 type record struct {
 	// Revision is random, not a counter, so that a block deleted and claimed again
@@ -96,7 +95,7 @@ func Open(dir string, opts Options) (*Store, error) {
 		}
 		for _, e := range entries {
 			// Writers only make temporary files while holding the lock we hold.
-			if strings.HasPrefix(e.Name(), tmpPrefix) {
+			if strings.HasPrefix(e.Name(), atomicfile.TempPrefix) {
 				if err := os.Remove(filepath.Join(s.blocksDir, e.Name())); err != nil && !errors.Is(err, fs.ErrNotExist) {
 					return err
 				}
@@ -125,7 +124,7 @@ func (s *Store) ListBlocks(ctx context.Context) ([]ipam.Block, error) {
 	}
 	blocks := make([]ipam.Block, 0, len(entries))
 	for _, e := range entries {
-		if !strings.HasSuffix(e.Name(), ".json") || strings.HasPrefix(e.Name(), tmpPrefix) {
+		if !strings.HasSuffix(e.Name(), ".json") || strings.HasPrefix(e.Name(), atomicfile.TempPrefix) {
 			continue
 		}
 		b, err := s.readCached(e.Name())
@@ -140,7 +139,8 @@ func (s *Store) ListBlocks(ctx context.Context) ([]ipam.Block, error) {
 	return blocks, nil
 }
 
-// GetBlock implements ipam.Store.
+// GetBlock returns the block claimed at cidr, or ipam.ErrNotFound: the
+// contract tests' read of one block (storetest.Store).
 func (s *Store) GetBlock(ctx context.Context, cidr netip.Prefix) (ipam.Block, error) {
 	if err := ctx.Err(); err != nil {
 		return ipam.Block{}, err
@@ -240,23 +240,8 @@ func (s *Store) write(b ipam.Block) (ipam.Block, error) {
 	if err != nil {
 		return ipam.Block{}, err
 	}
-	tmp, err := os.CreateTemp(s.blocksDir, tmpPrefix+"*")
-	if err != nil {
-		return ipam.Block{}, err
-	}
-	_, err = tmp.Write(data)
-	if err == nil && !s.opts.SkipFsync {
-		err = tmp.Sync()
-	}
-	if cerr := tmp.Close(); err == nil {
-		err = cerr
-	}
 	path := s.path(b.CIDR)
-	if err == nil {
-		err = os.Rename(tmp.Name(), path)
-	}
-	if err != nil {
-		os.Remove(tmp.Name())
+	if err := atomicfile.Write(path, data, !s.opts.SkipFsync); err != nil {
 		return ipam.Block{}, err
 	}
 	s.remember(path, b)

@@ -5,7 +5,6 @@ import (
 	"path/filepath"
 	"testing"
 
-	"github.com/flatnet-io/flatnet/ipam"
 	"github.com/flatnet-io/flatnet/ipam/filestore"
 	"github.com/flatnet-io/flatnet/ipam/storetest"
 )
@@ -21,7 +20,7 @@ func open(t *testing.T, dir string) *filestore.Store {
 }
 
 func TestContract(t *testing.T) {
-	storetest.Run(t, func(t *testing.T) ipam.Store { return open(t, t.TempDir()) })
+	storetest.Run(t, func(t *testing.T) storetest.Store { return open(t, t.TempDir()) })
 }
 
 // Two stores on one directory are what two agents on one host are.

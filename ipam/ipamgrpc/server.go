@@ -1,5 +1,5 @@
-// Package ipamgrpc serves an ipam.Allocator as the ipampb.IPAM gRPC service, and
-// dials that service on the agent's unix socket. It translates between wire
+// Package ipamgrpc serves an ipam.Allocator as the ipampb.IPAM gRPC service
+// (clients dial it with agent/agentclient). It translates between wire
 // messages and the allocator's types and maps errors to status codes; it holds no
 // allocation logic of its own.
 package ipamgrpc
@@ -67,17 +67,15 @@ func (s *Server) Allocate(ctx context.Context, req *ipampb.AllocateRequest) (*ip
 		return nil, s.fail("allocate", req.GetHandle(), err)
 	}
 	resp := &ipampb.AllocateResponse{}
-	pools := s.alloc.Pools()
 	for _, al := range got {
-		a := &ipampb.Address{Address: netip.PrefixFrom(al.Addr, al.Addr.BitLen()).String()}
+		a := &ipampb.Address{Address: netip.PrefixFrom(al.Addr, al.Addr.BitLen()).String(), Family: wireFamily(ipam.FamilyOf(al.Addr))}
 		if al.Addr.Is4() {
-			a.Family, a.Gateway = ipampb.Family_FAMILY_IPV4, s.gw.IPv4.String()
+			a.Gateway = s.gw.IPv4.String()
 		} else {
-			a.Family, a.Gateway = ipampb.Family_FAMILY_IPV6, s.gw.IPv6.String()
+			a.Gateway = s.gw.IPv6.String()
 		}
-		if i := slices.IndexFunc(pools, func(p ipam.Pool) bool { return p.CIDR.Contains(al.Addr) }); i >= 0 {
-			a.Pool = pools[i].Name
-			a.Block = netip.PrefixFrom(al.Addr, pools[i].BlockSize).Masked().String()
+		if at, ok := s.alloc.Placement(al.Addr); ok {
+			a.Pool, a.Block = at.Pool, at.Block.String()
 		}
 		resp.Addresses = append(resp.Addresses, a)
 	}
@@ -110,7 +108,7 @@ func (s *Server) GC(ctx context.Context, req *ipampb.GCRequest) (*ipampb.GCRespo
 	if err != nil {
 		return nil, s.fail("gc", "", err)
 	}
-	return &ipampb.GCResponse{Released: allocations(gone, s.alloc.Pools())}, nil
+	return &ipampb.GCResponse{Released: s.allocations(gone)}, nil
 }
 
 // Usage implements ipampb.IPAMServer.
@@ -131,12 +129,19 @@ func (s *Server) Usage(ctx context.Context, _ *ipampb.UsageRequest) (*ipampb.Usa
 		if !b.EmptySince.IsZero() {
 			u.EmptySince = timestamppb.New(b.EmptySince)
 		}
-		if i := slices.IndexFunc(pools, func(p ipam.Pool) bool { return p.CIDR.Contains(b.CIDR.Addr()) }); i >= 0 {
+		if at, ok := s.alloc.Placement(b.CIDR.Addr()); ok {
+			i := slices.IndexFunc(pools, func(p ipam.Pool) bool { return p.Name == at.Pool })
 			resp.Pools[i].Blocks = append(resp.Pools[i].Blocks, u)
 		} else {
 			resp.UnpooledBlocks = append(resp.UnpooledBlocks, u)
 		}
 	}
+	for f, room := range s.alloc.Room(blocks) {
+		if !room {
+			resp.Exhausted = append(resp.Exhausted, wireFamily(f))
+		}
+	}
+	slices.Sort(resp.Exhausted)
 	return resp, nil
 }
 
@@ -154,10 +159,10 @@ func (s *Server) List(ctx context.Context, req *ipampb.ListRequest) (*ipampb.Lis
 			}
 		}
 	}
-	return &ipampb.ListResponse{Allocations: allocations(all, s.alloc.Pools())}, nil
+	return &ipampb.ListResponse{Allocations: s.allocations(all)}, nil
 }
 
-func allocations(als []ipam.Allocation, pools []ipam.Pool) []*ipampb.Allocation {
+func (s *Server) allocations(als []ipam.Allocation) []*ipampb.Allocation {
 	out := make([]*ipampb.Allocation, 0, len(als))
 	for _, al := range als {
 		a := &ipampb.Allocation{
@@ -166,12 +171,19 @@ func allocations(als []ipam.Allocation, pools []ipam.Pool) []*ipampb.Allocation 
 			Attrs:     &ipampb.Attributes{Namespace: al.Attrs.Namespace, Pod: al.Attrs.Pod, Node: al.Attrs.Node},
 			Allocated: timestamppb.New(al.Allocated),
 		}
-		if i := slices.IndexFunc(pools, func(p ipam.Pool) bool { return p.CIDR.Contains(al.Addr) }); i >= 0 {
-			a.Block = netip.PrefixFrom(al.Addr, pools[i].BlockSize).Masked().String()
+		if at, ok := s.alloc.Placement(al.Addr); ok {
+			a.Block = at.Block.String()
 		}
 		out = append(out, a)
 	}
 	return out
+}
+
+func wireFamily(f ipam.Family) ipampb.Family {
+	if f == ipam.IPv4 {
+		return ipampb.Family_FAMILY_IPV4
+	}
+	return ipampb.Family_FAMILY_IPV6
 }
 
 // fail logs err and turns it into the status code a client can act on.
@@ -197,8 +209,9 @@ func (s *Server) fail(op, handle string, err error) error {
 	return status.Error(code, fmt.Sprintf("%s: %v", op, err))
 }
 
-// Dial returns a client connection to the agent's API on a unix socket. It does
-// not connect until the first call.
+// Dial returns a client connection to the agent's API on a unix socket. New
+// code dials with agentclient.Dial; this stays until the test harness, which
+// is moving to lab/, and the e2e tests that use it dial through agentclient.
 func Dial(socket string) (*grpc.ClientConn, error) {
 	conn, err := grpc.NewClient("unix://"+socket, grpc.WithTransportCredentials(insecure.NewCredentials()))
 	if err != nil {

@@ -621,8 +621,13 @@ type UsageResponse struct {
 	// strict_affinity: the node does not borrow from other nodes' blocks, so a
 	// pool whose blocks are all claimed is full for it once its own blocks are.
 	StrictAffinity bool `protobuf:"varint,4,opt,name=strict_affinity,json=strictAffinity,proto3" json:"strict_affinity,omitempty"`
-	unknownFields  protoimpl.UnknownFields
-	sizeCache      protoimpl.SizeCache
+	// exhausted are the address families in which this node could not get an
+	// address now (the allocator's answer, for CNI STATUS): it has a pool of
+	// the family, but no block it may allocate from has a free address and no
+	// block is left to claim.
+	Exhausted     []Family `protobuf:"varint,5,rep,packed,name=exhausted,proto3,enum=flatnet.ipam.v1.Family" json:"exhausted,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *UsageResponse) Reset() {
@@ -681,6 +686,13 @@ func (x *UsageResponse) GetStrictAffinity() bool {
 		return x.StrictAffinity
 	}
 	return false
+}
+
+func (x *UsageResponse) GetExhausted() []Family {
+	if x != nil {
+		return x.Exhausted
+	}
+	return nil
 }
 
 type PoolUsage struct {
@@ -975,12 +987,13 @@ const file_ipam_ipampb_ipam_proto_rawDesc = "" +
 	"\x05attrs\x18\x03 \x01(\v2\x1b.flatnet.ipam.v1.AttributesR\x05attrs\x128\n" +
 	"\tallocated\x18\x04 \x01(\v2\x1a.google.protobuf.TimestampR\tallocated\x12\x14\n" +
 	"\x05block\x18\x05 \x01(\tR\x05block\"\x0e\n" +
-	"\fUsageRequest\"\xc4\x01\n" +
+	"\fUsageRequest\"\xfb\x01\n" +
 	"\rUsageResponse\x12\x12\n" +
 	"\x04node\x18\x01 \x01(\tR\x04node\x120\n" +
 	"\x05pools\x18\x02 \x03(\v2\x1a.flatnet.ipam.v1.PoolUsageR\x05pools\x12D\n" +
 	"\x0funpooled_blocks\x18\x03 \x03(\v2\x1b.flatnet.ipam.v1.BlockUsageR\x0eunpooledBlocks\x12'\n" +
-	"\x0fstrict_affinity\x18\x04 \x01(\bR\x0estrictAffinity\"\xa6\x01\n" +
+	"\x0fstrict_affinity\x18\x04 \x01(\bR\x0estrictAffinity\x125\n" +
+	"\texhausted\x18\x05 \x03(\x0e2\x17.flatnet.ipam.v1.FamilyR\texhausted\"\xa6\x01\n" +
 	"\tPoolUsage\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x12\n" +
 	"\x04cidr\x18\x02 \x01(\tR\x04cidr\x12\x1d\n" +
@@ -1056,24 +1069,25 @@ var file_ipam_ipampb_ipam_proto_depIdxs = []int32{
 	16, // 6: flatnet.ipam.v1.Allocation.allocated:type_name -> google.protobuf.Timestamp
 	12, // 7: flatnet.ipam.v1.UsageResponse.pools:type_name -> flatnet.ipam.v1.PoolUsage
 	13, // 8: flatnet.ipam.v1.UsageResponse.unpooled_blocks:type_name -> flatnet.ipam.v1.BlockUsage
-	13, // 9: flatnet.ipam.v1.PoolUsage.blocks:type_name -> flatnet.ipam.v1.BlockUsage
-	16, // 10: flatnet.ipam.v1.BlockUsage.empty_since:type_name -> google.protobuf.Timestamp
-	9,  // 11: flatnet.ipam.v1.ListResponse.allocations:type_name -> flatnet.ipam.v1.Allocation
-	2,  // 12: flatnet.ipam.v1.IPAM.Allocate:input_type -> flatnet.ipam.v1.AllocateRequest
-	5,  // 13: flatnet.ipam.v1.IPAM.Release:input_type -> flatnet.ipam.v1.ReleaseRequest
-	7,  // 14: flatnet.ipam.v1.IPAM.GC:input_type -> flatnet.ipam.v1.GCRequest
-	10, // 15: flatnet.ipam.v1.IPAM.Usage:input_type -> flatnet.ipam.v1.UsageRequest
-	14, // 16: flatnet.ipam.v1.IPAM.List:input_type -> flatnet.ipam.v1.ListRequest
-	4,  // 17: flatnet.ipam.v1.IPAM.Allocate:output_type -> flatnet.ipam.v1.AllocateResponse
-	6,  // 18: flatnet.ipam.v1.IPAM.Release:output_type -> flatnet.ipam.v1.ReleaseResponse
-	8,  // 19: flatnet.ipam.v1.IPAM.GC:output_type -> flatnet.ipam.v1.GCResponse
-	11, // 20: flatnet.ipam.v1.IPAM.Usage:output_type -> flatnet.ipam.v1.UsageResponse
-	15, // 21: flatnet.ipam.v1.IPAM.List:output_type -> flatnet.ipam.v1.ListResponse
-	17, // [17:22] is the sub-list for method output_type
-	12, // [12:17] is the sub-list for method input_type
-	12, // [12:12] is the sub-list for extension type_name
-	12, // [12:12] is the sub-list for extension extendee
-	0,  // [0:12] is the sub-list for field type_name
+	0,  // 9: flatnet.ipam.v1.UsageResponse.exhausted:type_name -> flatnet.ipam.v1.Family
+	13, // 10: flatnet.ipam.v1.PoolUsage.blocks:type_name -> flatnet.ipam.v1.BlockUsage
+	16, // 11: flatnet.ipam.v1.BlockUsage.empty_since:type_name -> google.protobuf.Timestamp
+	9,  // 12: flatnet.ipam.v1.ListResponse.allocations:type_name -> flatnet.ipam.v1.Allocation
+	2,  // 13: flatnet.ipam.v1.IPAM.Allocate:input_type -> flatnet.ipam.v1.AllocateRequest
+	5,  // 14: flatnet.ipam.v1.IPAM.Release:input_type -> flatnet.ipam.v1.ReleaseRequest
+	7,  // 15: flatnet.ipam.v1.IPAM.GC:input_type -> flatnet.ipam.v1.GCRequest
+	10, // 16: flatnet.ipam.v1.IPAM.Usage:input_type -> flatnet.ipam.v1.UsageRequest
+	14, // 17: flatnet.ipam.v1.IPAM.List:input_type -> flatnet.ipam.v1.ListRequest
+	4,  // 18: flatnet.ipam.v1.IPAM.Allocate:output_type -> flatnet.ipam.v1.AllocateResponse
+	6,  // 19: flatnet.ipam.v1.IPAM.Release:output_type -> flatnet.ipam.v1.ReleaseResponse
+	8,  // 20: flatnet.ipam.v1.IPAM.GC:output_type -> flatnet.ipam.v1.GCResponse
+	11, // 21: flatnet.ipam.v1.IPAM.Usage:output_type -> flatnet.ipam.v1.UsageResponse
+	15, // 22: flatnet.ipam.v1.IPAM.List:output_type -> flatnet.ipam.v1.ListResponse
+	18, // [18:23] is the sub-list for method output_type
+	13, // [13:18] is the sub-list for method input_type
+	13, // [13:13] is the sub-list for extension type_name
+	13, // [13:13] is the sub-list for extension extendee
+	0,  // [0:13] is the sub-list for field type_name
 }
 
 func init() { file_ipam_ipampb_ipam_proto_init() }

@@ -37,7 +37,8 @@ func (s *MemStore) ListBlocks(ctx context.Context) ([]ipam.Block, error) {
 	return out, nil
 }
 
-// GetBlock implements ipam.Store.
+// GetBlock returns the block claimed at cidr, or ipam.ErrNotFound: the
+// contract tests' read of one block (storetest.Store).
 func (s *MemStore) GetBlock(ctx context.Context, cidr netip.Prefix) (ipam.Block, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()

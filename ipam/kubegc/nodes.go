@@ -2,7 +2,6 @@ package kubegc
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"time"
 
@@ -58,7 +57,7 @@ func (c *Collector) collectNodeBlock(ctx context.Context, key string, b ipam.Blo
 	log := c.log.With("block", b.CIDR, "deadNode", b.Affinity)
 	dropped := len(b.Allocations) - len(keep)
 	if len(keep) == 0 {
-		if err := c.store.DeleteBlock(ctx, b); lostRace(err) {
+		if err := c.store.DeleteBlock(ctx, b); ipam.LostRace(err) {
 			return false, false, nil
 		} else if err != nil {
 			return false, false, fmt.Errorf("reclaim block %s of node %s: %w", b.CIDR, b.Affinity, err)
@@ -69,7 +68,7 @@ func (c *Collector) collectNodeBlock(ctx context.Context, key string, b ipam.Blo
 	dead := b.Affinity
 	b.Allocations = keep
 	b.Affinity = ""
-	if _, err := c.store.UpdateBlock(ctx, b); lostRace(err) {
+	if _, err := c.store.UpdateBlock(ctx, b); ipam.LostRace(err) {
 		return false, false, nil
 	} else if err != nil {
 		return false, false, fmt.Errorf("orphan block %s of node %s: %w", b.CIDR, dead, err)
@@ -98,25 +97,12 @@ func (c *Collector) nodeExists(ctx context.Context, name string) (bool, error) {
 // empty for the grace period; the allocator only deletes such a block when it
 // has no grace of its own.
 func (c *Collector) collectOrphan(ctx context.Context, b ipam.Block, now time.Time) error {
-	if b.EmptySince.IsZero() {
-		b.EmptySince = now.UTC()
-		if _, err := c.store.UpdateBlock(ctx, b); err != nil && !lostRace(err) {
-			return fmt.Errorf("mark orphaned block %s empty: %w", b.CIDR, err)
-		}
-		return nil
+	deleted, err := ipam.ExpireEmpty(ctx, c.store, b, now, c.cfg.Grace)
+	if err != nil {
+		return fmt.Errorf("orphaned block: %w", err)
 	}
-	if now.Sub(b.EmptySince) < c.cfg.Grace {
-		return nil
+	if deleted {
+		c.log.Info("deleted empty block without owner", "block", b.CIDR)
 	}
-	if err := c.store.DeleteBlock(ctx, b); lostRace(err) {
-		return nil
-	} else if err != nil {
-		return fmt.Errorf("delete orphaned block %s: %w", b.CIDR, err)
-	}
-	c.log.Info("deleted empty block without owner", "block", b.CIDR)
 	return nil
-}
-
-func lostRace(err error) bool {
-	return errors.Is(err, ipam.ErrConflict) || errors.Is(err, ipam.ErrNotFound)
 }

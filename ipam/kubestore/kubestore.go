@@ -140,7 +140,8 @@ func (s *Store) ListBlocks(ctx context.Context) ([]ipam.Block, error) {
 	return blocks, nil
 }
 
-// GetBlock implements ipam.Store; it asks the API server.
+// GetBlock returns the block claimed at cidr, or ipam.ErrNotFound, as the
+// API server has it (storetest.Store; and refresh after a lost race).
 func (s *Store) GetBlock(ctx context.Context, cidr netip.Prefix) (ipam.Block, error) {
 	name := ObjectName(cidr)
 	obj := &v1alpha1.IPAMBlock{}

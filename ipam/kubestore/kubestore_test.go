@@ -16,7 +16,7 @@ import (
 
 func TestContract(t *testing.T) {
 	k := setup(t)
-	storetest.Run(t, func(t *testing.T) ipam.Store {
+	storetest.Run(t, func(t *testing.T) storetest.Store {
 		reset(t, k.RESTConfig())
 		return open(t, k.RESTConfig())
 	})

@@ -13,7 +13,7 @@ import (
 )
 
 // Pool returns the pool p describes, checked by ipam.NewPool; a zero block
-// size becomes the family's default (26 or 122). Errors name the object.
+// size becomes the family's default (ipam.DefaultBlockSize). Errors name the object.
 func (p *IPPool) Pool() (ipam.Pool, error) {
 	cidr, err := netip.ParsePrefix(p.Spec.CIDR)
 	if err != nil {
@@ -21,10 +21,7 @@ func (p *IPPool) Pool() (ipam.Pool, error) {
 	}
 	size := p.Spec.BlockSize
 	if size == 0 {
-		size = 26
-		if cidr.Addr().Is6() {
-			size = 122
-		}
+		size = ipam.DefaultBlockSize(ipam.FamilyOf(cidr.Addr()))
 	}
 	pool, err := ipam.NewPool(p.Name, cidr, size)
 	if err != nil {
@@ -72,9 +69,6 @@ func (p *BGPPeer) Peer(secret func(key string) (string, error)) (bgp.Peer, error
 		KeepaliveInterval: duration(s.KeepaliveInterval),
 		Passive:           s.Passive,
 		MaxPrefixes:       s.MaxPrefixes,
-	}
-	if s.ASN == 0 {
-		return fail("asn: must be 1..4294967295")
 	}
 	if pw := s.Password; pw != nil {
 		switch {

@@ -57,7 +57,8 @@ func (f *Feed) Publish(changes []bgp.Route) {
 	}
 }
 
-// Routes returns every route in the table, sorted by prefix.
+// Routes returns every route in the table, sorted by prefix
+// (netip.Prefix.Compare).
 func (f *Feed) Routes() []bgp.Route {
 	f.mu.Lock()
 	defer f.mu.Unlock()
@@ -69,7 +70,7 @@ func (f *Feed) snapshot() []bgp.Route {
 	for p, nh := range f.routes {
 		out = append(out, bgp.Route{Prefix: p, NextHops: slices.Clone(nh)})
 	}
-	slices.SortFunc(out, func(a, b bgp.Route) int { return comparePrefix(a.Prefix, b.Prefix) })
+	slices.SortFunc(out, func(a, b bgp.Route) int { return a.Prefix.Compare(b.Prefix) })
 	return out
 }
 
@@ -213,12 +214,4 @@ func merge(batch, next []bgp.Route) []bgp.Route {
 		batch = append(batch, r)
 	}
 	return batch
-}
-
-// comparePrefix orders IPv4 before IPv6, then by address, then by length.
-func comparePrefix(a, b netip.Prefix) int {
-	if c := a.Addr().Compare(b.Addr()); c != 0 {
-		return c
-	}
-	return a.Bits() - b.Bits()
 }

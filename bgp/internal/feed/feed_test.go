@@ -68,7 +68,7 @@ func TestWatchSnapshotThenChanges(t *testing.T) {
 	f.Publish([]bgp.Route{route("10.0.0.0/26")})
 	done := make(chan struct{})
 	f.Barrier(func() { close(done) })
-	<-done
+	waitDone(t, "changes delivered", done)
 	rec.mu.Lock()
 	var got []bgp.Route
 	for _, c := range rec.calls[1:] {
@@ -97,6 +97,17 @@ func TestMerge(t *testing.T) {
 	}
 }
 
+// waitDone fails the test if done is not closed within 10s: a barrier that
+// never passes is a failure, not a hang.
+func waitDone(t *testing.T, what string, done <-chan struct{}) {
+	t.Helper()
+	select {
+	case <-done:
+	case <-time.After(10 * time.Second):
+		t.Fatalf("%s: barrier not passed within 10s", what)
+	}
+}
+
 func TestBarrierWaitsForSlowWatcher(t *testing.T) {
 	f := New()
 	release := make(chan struct{})
@@ -116,7 +127,7 @@ func TestBarrierWaitsForSlowWatcher(t *testing.T) {
 	}
 	close(release)
 	delivered.Wait()
-	<-done
+	waitDone(t, "after the watcher returned", done)
 }
 
 func TestBarrierReleasedByCancelledWatcher(t *testing.T) {
@@ -129,11 +140,11 @@ func TestBarrierReleasedByCancelledWatcher(t *testing.T) {
 	f.Barrier(func() { close(done) })
 	cancel()
 	close(block)
-	<-done
+	waitDone(t, "cancelled watcher", done)
 }
 
 func TestBarrierWithoutWatchers(t *testing.T) {
 	done := make(chan struct{})
 	New().Barrier(func() { close(done) })
-	<-done
+	waitDone(t, "no watchers", done)
 }

@@ -9,7 +9,7 @@
 // whose annotations do not parse, or that has no address, is left out of the
 // mesh and logged.
 //
-// The Node object is the record: Register and Deregister write nothing (the
+// The Node object is the record: Register writes nothing (the
 // kubelet creates Nodes, and deleting one removes it from the mesh), so the
 // agent needs only to read Nodes. The package must not speak BGP nor decide
 // whom to peer with: mesh.Peers does.
@@ -196,9 +196,6 @@ func (r *Registry) Register(ctx context.Context, n mesh.Node) error {
 	}
 	return nil
 }
-
-// Deregister does nothing: deleting the Node object removes a node.
-func (r *Registry) Deregister(context.Context, string) error { return nil }
 
 // Watch implements mesh.Registry: it waits until the informer has synced,
 // calls fn with every usable node, then again whenever a Node is added,

@@ -15,7 +15,7 @@ import (
 
 // Route protocols the receivers install with (rtm_protocol).
 const (
-	protoFlatnet = 75 // dataplane.RouteProtocol
+	protoFlatnet = 75 // wellknown.RouteProtocol
 	protoBGP     = unix.RTPROT_BGP
 )
 

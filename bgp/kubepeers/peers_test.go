@@ -1,7 +1,8 @@
-package agent
+package kubepeers
 
 import (
 	"errors"
+	"net/netip"
 	"os"
 	"path/filepath"
 	"strings"
@@ -14,6 +15,8 @@ import (
 	"github.com/flatnet-io/flatnet/kube/v1alpha1"
 )
 
+var addr = netip.MustParseAddr
+
 func bgppeer(name, address string, spec func(*v1alpha1.BGPPeerSpec)) *v1alpha1.BGPPeer {
 	p := &v1alpha1.BGPPeer{ObjectMeta: metav1.ObjectMeta{Name: name}, Spec: v1alpha1.BGPPeerSpec{Address: address, ASN: 65000}}
 	if spec != nil {
@@ -23,7 +26,7 @@ func bgppeer(name, address string, spec func(*v1alpha1.BGPPeerSpec)) *v1alpha1.B
 }
 
 func TestExplicitPeers(t *testing.T) {
-	c := bgp.Config{ASN: 64512, RouterID: self.IPv4}
+	c := bgp.Config{ASN: 64512, RouterID: addr("192.0.2.100")}
 	conf := []bgp.Peer{{Name: "tor", Address: addr("192.0.2.1"), ASN: 65000}}
 	secrets := map[string]string{"good": "s3cret"}
 	secret := func(key string) (string, error) {
@@ -54,7 +57,7 @@ func TestExplicitPeers(t *testing.T) {
 		"e-no-secret":      "bgppeer e-no-secret: password: secret key missing: no such key",
 		"f-config-address": "bgppeer f-config-address: address 192.0.2.1 is already peer tor's",
 		"z-same-address":   "bgppeer z-same-address: address 192.0.2.20 is already peer peer-g-all's",
-		"h-rr-client":      "bgppeer h-rr-client: peer \"peer-h-rr-client\" (192.0.2.15): route reflector client, but the route reflector is not enabled",
+		"h-rr-client":      "bgppeer h-rr-client: peer \"peer-h-rr-client\" (192.0.2.15): rrClient true: needs bgp.routeReflector.enabled",
 		"i-bad-selector":   "bgppeer i-bad-selector: nodeSelector:",
 		"j-bad-address":    "bgppeer j-bad-address: address:",
 	}
@@ -65,7 +68,7 @@ func TestExplicitPeers(t *testing.T) {
 		{nil, []string{"tor", "peer-c-this-node", "peer-d-password", "peer-g-all"}},
 		{map[string]string{"rack": "a"}, []string{"tor", "peer-a-rack-a", "peer-c-this-node", "peer-d-password", "peer-g-all"}},
 	} {
-		peers, dropped := explicitPeers(c, conf, objs, "node1", tc.labels, secret)
+		peers, dropped := Peers(c, conf, objs, "node1", tc.labels, secret)
 		var names []string
 		for _, p := range peers {
 			names = append(names, p.Name)
@@ -103,7 +106,7 @@ func TestSecretFile(t *testing.T) {
 	if err := os.Mkdir(filepath.Join(dir, "..data"), 0o700); err != nil {
 		t.Fatal(err)
 	}
-	read := secretFile(dir)
+	read := SecretFile(dir)
 	for key, want := range map[string]string{"tor-a": "s3cret", "tor-b": "two\nlines\n", "plain": "p"} {
 		if got, err := read(key); err != nil || got != want {
 			t.Errorf("key %s: %q, %v; want %q", key, got, err, want)

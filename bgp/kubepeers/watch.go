@@ -1,4 +1,4 @@
-package agent
+package kubepeers
 
 import (
 	"context"
@@ -14,9 +14,9 @@ import (
 	"github.com/flatnet-io/flatnet/kube/v1alpha1"
 )
 
-// kubePeers follows the BGPPeer objects, and this node's labels that say
+// Watcher follows the BGPPeer objects, and this node's labels that say
 // which of them apply here.
-type kubePeers struct {
+type Watcher struct {
 	objects cache.SharedIndexInformer // BGPPeers
 	nodes   cache.SharedIndexInformer // Nodes (kube.NodeInformer)
 	node    string
@@ -27,11 +27,22 @@ type kubePeers struct {
 	log    *slog.Logger
 }
 
+// NewWatcher returns a watcher of node's explicit peers: objects is a
+// BGPPeer informer (kube.BGPPeerInformer), nodes a Node informer
+// (kube.NodeInformer), passwordsDir where the Secret flatnet-bgp-passwords
+// is mounted. The informers are the caller's to run.
+func NewWatcher(objects, nodes cache.SharedIndexInformer, node, passwordsDir string, log *slog.Logger) *Watcher {
+	return &Watcher{objects: objects, nodes: nodes, node: node, secret: SecretFile(passwordsDir), resync: time.Minute, log: log}
+}
+
+// Objects is the BGPPeer informer.
+func (k *Watcher) Objects() cache.SharedIndexInformer { return k.objects }
+
 // Watch calls fn with the node's explicit peers, conf (the config file's)
-// and then the objects' (see explicitPeers): once at once, then whenever they
+// and then the objects' (see Peers): once at once, then whenever they
 // change, until ctx is done. Calls are sequential. An object left out is
 // logged once per change of why.
-func (k *kubePeers) Watch(ctx context.Context, c bgp.Config, conf []bgp.Peer, fn func([]bgp.Peer)) {
+func (k *Watcher) Watch(ctx context.Context, c bgp.Config, conf []bgp.Peer, fn func([]bgp.Peer)) {
 	changed := make(chan struct{}, 1)
 	poke := func() {
 		select {
@@ -75,7 +86,7 @@ func (k *kubePeers) Watch(ctx context.Context, c bgp.Config, conf []bgp.Peer, fn
 	var logged map[string]string // object → why it is left out, as last logged
 	var last []bgp.Peer
 	for first := true; ; first = false {
-		peers, dropped := explicitPeers(c, conf, k.list(), k.node, k.labels(), k.secret)
+		peers, dropped := Peers(c, conf, k.list(), k.node, k.labels(), k.secret)
 		now := map[string]string{}
 		for name, err := range dropped {
 			if now[name] = err.Error(); logged[name] != now[name] {
@@ -97,7 +108,7 @@ func (k *kubePeers) Watch(ctx context.Context, c bgp.Config, conf []bgp.Peer, fn
 }
 
 // list returns the BGPPeer objects the informer holds.
-func (k *kubePeers) list() []*v1alpha1.BGPPeer {
+func (k *Watcher) list() []*v1alpha1.BGPPeer {
 	var objs []*v1alpha1.BGPPeer
 	for _, obj := range k.objects.GetStore().List() {
 		if p, ok := obj.(*v1alpha1.BGPPeer); ok {
@@ -108,7 +119,7 @@ func (k *kubePeers) list() []*v1alpha1.BGPPeer {
 }
 
 // labels returns this node's labels; none when its Node object is gone.
-func (k *kubePeers) labels() map[string]string {
+func (k *Watcher) labels() map[string]string {
 	obj, ok, err := k.nodes.GetStore().GetByKey(k.node)
 	if n, isNode := obj.(*corev1.Node); ok && err == nil && isNode {
 		return n.Labels
