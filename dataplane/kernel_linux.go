@@ -189,3 +189,22 @@ func addrOf(ip net.IP) (netip.Addr, bool) {
 	a, ok := netip.AddrFromSlice(ip)
 	return a.Unmap(), ok
 }
+
+// gateway looks up the kernel's route to addr (RTM_GETROUTE): a next hop
+// behind a router is reached through that router's address. Our own routes
+// are not followed (a next hop inside a learned prefix stays as it is, and
+// its write fails visibly), nor is a lookup that fails.
+func (k *netlinkKernel) gateway(addr netip.Addr) netip.Addr {
+	routes, err := k.h.RouteGet(addr.AsSlice())
+	if err != nil || len(routes) == 0 {
+		return addr
+	}
+	rt := routes[0]
+	if rt.Protocol == routeProtocol {
+		return addr
+	}
+	if gw, ok := addrOf(rt.Gw); ok && gw != addr {
+		return gw
+	}
+	return addr
+}

@@ -140,10 +140,15 @@ func allKeys(d *desired, v *view) map[routeKey]struct{} {
 // plan works out the writes that take the kernel from v to d at keys, in a
 // stable order (deletes last, so a route moving between keys never leaves a
 // gap), and the keys it leaves alone because a foreign route holds them.
-func plan(keys map[routeKey]struct{}, d *desired, v *view) (ops []op, conflicts []routeKey) {
+// resolve, when not nil, turns a next hop into the gateway the kernel is
+// given (resolveNextHops).
+func plan(keys map[routeKey]struct{}, d *desired, v *view, resolve func(netip.Addr) netip.Addr) (ops []op, conflicts []routeKey) {
 	var deletes []op
 	for _, k := range sortedKeys(keys) {
 		t, wanted := d.target(k.prefix)
+		if wanted && !t.blackhole && resolve != nil {
+			t.nextHops = resolveNextHops(t.nextHops, resolve)
+		}
 		wanted = wanted && k.metric == defaultMetric(k.prefix)
 		have, ours := v.ours[k]
 		_, foreign := v.foreign[k]
@@ -165,4 +170,19 @@ func sortedKeys(keys map[routeKey]struct{}) []routeKey {
 	return slices.SortedFunc(maps.Keys(keys), func(a, b routeKey) int {
 		return cmp.Or(a.prefix.Compare(b.prefix), cmp.Compare(a.metric, b.metric))
 	})
+}
+
+// resolveNextHops maps BGP next hops to the gateways the kernel can use: a
+// next hop that is not on a link of this node (an iBGP peer in another
+// subnet, behind the underlay's router) is reached through the gateway of the
+// underlay route to it, as a router resolves a next hop recursively. Hops
+// that resolve to one gateway become one; the result is sorted.
+func resolveNextHops(nextHops []netip.Addr, resolve func(netip.Addr) netip.Addr) []netip.Addr {
+	out := make([]netip.Addr, 0, len(nextHops))
+	for _, nh := range nextHops {
+		if g := resolve(nh); !slices.Contains(out, g) {
+			out = append(out, g)
+		}
+	}
+	return sortedAddrs(out)
 }

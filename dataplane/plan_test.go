@@ -1,6 +1,7 @@
 package dataplane
 
 import (
+	"slices"
 	"net/netip"
 	"testing"
 
@@ -207,7 +208,7 @@ func TestPlan(t *testing.T) {
 				d.markConverged()
 			}
 			v := newView(tc.kernel)
-			ops, conflicts := plan(allKeys(&d, &v), &d, &v)
+			ops, conflicts := plan(allKeys(&d, &v), &d, &v, nil)
 			var gotOps, gotConflicts []string
 			for _, o := range ops {
 				gotOps = append(gotOps, opString(o))
@@ -250,5 +251,34 @@ func TestViewApply(t *testing.T) {
 				t.Errorf("ours %v, foreign %v; want %v, %v", gotOurs, gotAlien, tc.ours, tc.alien)
 			}
 		})
+	}
+}
+
+// TestPlanResolvesNextHops: a next hop behind the underlay's router is
+// written as that router's address; a route that already goes there is left
+// alone; two next hops behind one router make one path.
+func TestPlanResolvesNextHops(t *testing.T) {
+	remote1, remote2, tor := netip.MustParseAddr("10.0.2.2"), netip.MustParseAddr("10.0.3.2"), netip.MustParseAddr("10.0.1.1")
+	direct := netip.MustParseAddr("10.0.1.9")
+	resolve := func(a netip.Addr) netip.Addr {
+		if a == direct {
+			return a
+		}
+		return tor
+	}
+	p1, p2 := netip.MustParsePrefix("10.244.0.64/26"), netip.MustParsePrefix("10.244.0.128/26")
+	d := newDesired()
+	d.routes[p1] = []netip.Addr{remote1, remote2}
+	d.routes[p2] = []netip.Addr{direct}
+	v := newView(nil)
+	ops, _ := plan(allKeys(&d, &v), &d, &v, resolve)
+	if len(ops) != 2 || !slices.Equal(ops[0].nextHops, []netip.Addr{tor}) || !slices.Equal(ops[1].nextHops, []netip.Addr{direct}) {
+		t.Fatalf("ops %+v: want %s via %s, %s via %s", ops, p1, tor, p2, direct)
+	}
+	for _, o := range ops {
+		v.done(o)
+	}
+	if ops, _ := plan(allKeys(&d, &v), &d, &v, resolve); len(ops) != 0 {
+		t.Fatalf("second pass wrote %+v: want nothing", ops)
 	}
 }

@@ -393,3 +393,23 @@ func TestPrivilegedEventsMatchDump(t *testing.T) {
 		t.Errorf("events differ from the dump (-dump +events):\n%s", diff)
 	}
 }
+
+// TestPrivilegedRecursiveNextHop: a next hop in another subnet (an iBGP peer
+// behind the underlay's router) is written via that router; when the underlay
+// route moves to another router, the route follows it.
+func TestPrivilegedRecursiveNextHop(t *testing.T) {
+	n := newNodeNS(t)
+	n.MustExec(t, "ip", "route", "add", "198.51.100.0/24", "via", "192.0.2.254")
+	r, _ := startReconciler(t, n)
+	must(t, r.Upsert(pfx("10.0.9.0/26"), addrs("198.51.100.7")))
+	want := func(route string) {
+		t.Helper()
+		waitFor(t, func() bool { return slices.Contains(ours(t, n), route) })
+	}
+	want("10.0.9.0/26 via 192.0.2.254 dev up0 proto 75")
+	n.MustExec(t, "ip", "route", "replace", "198.51.100.0/24", "via", "192.0.2.253")
+	want("10.0.9.0/26 via 192.0.2.253 dev up0 proto 75")
+	// A next hop on the link stays as it is.
+	must(t, r.Upsert(pfx("10.0.9.64/26"), addrs("192.0.2.7")))
+	want("10.0.9.64/26 via 192.0.2.7 dev up0 proto 75")
+}

@@ -30,6 +30,10 @@ type kernel interface {
 	subscribe(ctx context.Context, fn func(routeEvent)) (<-chan error, error)
 	// roundTrips counts the acknowledged batches sent so far.
 	roundTrips() uint64
+	// gateway returns the gateway of the kernel's route to addr when that
+	// route is not ours and goes through one (addr is not on a link of
+	// this node); otherwise addr.
+	gateway(addr netip.Addr) netip.Addr
 	close() error
 }
 
@@ -306,6 +310,10 @@ func (r *Reconciler) observe(ev routeEvent) {
 	} else {
 		r.view.apply(ev)
 		r.dirty[ev.route.key] = struct{}{}
+		if !ev.route.owned() && len(ev.route.nextHops) > 0 {
+			// An underlay route changed: next hops may resolve elsewhere.
+			r.full = true
+		}
 	}
 	r.mu.Unlock()
 	r.poke()
@@ -350,7 +358,16 @@ func (r *Reconciler) reconcile(ctx context.Context, all bool) error {
 		keys = allKeys(&r.want, &r.view)
 	}
 	r.dirty, r.full = map[routeKey]struct{}{}, false
-	ops, conflicts := plan(keys, &r.want, &r.view)
+	resolved := map[netip.Addr]netip.Addr{} // one lookup per next hop and pass
+	resolve := func(a netip.Addr) netip.Addr {
+		g, ok := resolved[a]
+		if !ok {
+			g = r.k.gateway(a)
+			resolved[a] = g
+		}
+		return g
+	}
+	ops, conflicts := plan(keys, &r.want, &r.view, resolve)
 	r.mu.Unlock()
 
 	var errs []error // of *opError

@@ -94,6 +94,8 @@ func (f *fakeKernel) roundTrips() uint64 {
 
 func (f *fakeKernel) close() error { return nil }
 
+func (f *fakeKernel) gateway(a netip.Addr) netip.Addr { return a }
+
 // external changes the table behind the reconciler's back: del removes the
 // routes at key, add adds r.
 func (f *fakeKernel) external(del bool, r kernelRoute) {
