@@ -1,8 +1,8 @@
 package dataplane
 
 import (
-	"slices"
 	"net/netip"
+	"slices"
 	"testing"
 
 	"github.com/google/go-cmp/cmp"
