@@ -273,3 +273,18 @@ func (l *Lab) deletePod(pod string) error {
 	_, err := l.kube.Kubectl("delete", "pod", pod, "-n", PodNamespace, "--grace-period=0", "--force", "--ignore-not-found")
 	return err
 }
+
+// AttachKube finds the control plane an earlier `up` of this lab started
+// (for status and the tests that drive a lab brought up elsewhere); with
+// the file datastore and no real nodes there is none, and that is no error.
+func (l *Lab) AttachKube() error {
+	if l.kube != nil || (!l.kubernetes() && !l.HasRealNodes()) {
+		return nil
+	}
+	k, err := controlplane.Attach(l.state(KubeNode), controlplane.Options{BinDir: l.KubeBin, NetNS: l.NS(KubeNode), Address: kubeAddr})
+	if err != nil {
+		return err
+	}
+	l.kube = k
+	return nil
+}

@@ -81,6 +81,9 @@ func (l *Lab) KubeNode(node string) (*kubenode.Node, error) {
 	if n == nil || !l.Real(node) {
 		return nil, fmt.Errorf("node %s: not a real node of lab %s", node, l.T.Name)
 	}
+	if l.kube == nil {
+		return nil, fmt.Errorf("node %s: the lab's control plane is not up (or not attached)", node)
+	}
 	addrs, err := l.bgpAddrs(n)
 	if err != nil {
 		return nil, err
@@ -402,7 +405,11 @@ spec:
           readinessProbe: {httpGet: {path: /, port: 8080}, periodSeconds: 1}
 `, node.Name, PodNamespace, n, EchoTag)
 	}
+	b.WriteString(l.servicesManifest())
 	if err := l.kube.Apply([]byte(b.String())); err != nil {
+		return err
+	}
+	if _, err := l.kube.Kubectl("-n", PodNamespace, "wait", "--for=condition=Ready", "pod/"+soloPod, fmt.Sprintf("--timeout=%s", rolloutTimeout)); err != nil {
 		return err
 	}
 	for _, node := range l.realNodes() {

@@ -10,6 +10,18 @@ import (
 	"time"
 )
 
+// Rows of the report for Services.
+const (
+	RuleServiceAcross = "pod→Service, backend on another node"
+	RuleHairpin       = "hairpin (a pod via its own Service)"
+	RuleNodeService   = "node→Service"
+	RuleNodePort      = "NodePort from the ToR"
+	RuleHeadless      = "headless Service: endpoints are pod addresses"
+)
+
+// ServiceRules are the Service rows, in the report's order.
+var ServiceRules = []string{RuleServiceAcross, RuleHairpin, RuleNodeService, RuleNodePort, RuleHeadless}
+
 // Session is one BGP session as one side reports it.
 type Session struct {
 	Node, Peer, State string
@@ -67,6 +79,9 @@ func (r *Report) Print(w io.Writer) {
 	}
 	type cell struct{ ok, all int }
 	rules := []string{"pod→pod same node", "pod→pod across nodes", "node→pod", "pod→node", "localhost in pod"}
+	if slices.ContainsFunc(r.Checks, func(c Check) bool { return slices.Contains(ServiceRules, c.Rule) }) {
+		rules = append(rules, ServiceRules...)
+	}
 	sum := map[string]*cell{}
 	for _, rule := range rules {
 		sum[rule] = &cell{}

@@ -24,6 +24,11 @@ func (l *Lab) Report(ctx context.Context, wait time.Duration) (*Report, error) {
 	deadline := time.Now().Add(wait)
 	for {
 		r.Checks, r.Err = l.Verify(ctx)
+		if r.Err == nil && l.HasRealNodes() {
+			var svc []Check
+			svc, r.Err = l.ServiceChecks(ctx)
+			r.Checks = append(r.Checks, svc...)
+		}
 		if r.OK() {
 			r.Reachable = time.Now()
 			break

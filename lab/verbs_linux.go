@@ -66,6 +66,9 @@ func (l *Lab) UpWithPods(ctx context.Context, pods int, w io.Writer) error {
 // Status is `flatnet-lab status`: the report, measured now, written to w.
 // It fails when a check failed.
 func (l *Lab) Status(ctx context.Context, w io.Writer) error {
+	if err := l.AttachKube(); err != nil {
+		return err
+	}
 	r, err := l.Report(ctx, 0)
 	if err != nil {
 		return err

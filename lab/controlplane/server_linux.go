@@ -305,3 +305,32 @@ func freePorts(n int) ([]int, error) {
 	}
 	return ports, nil
 }
+
+// Attach returns the server a detached Start left running in its namespace
+// (opts.NetNS, on the standard port) with its files under dir: what a later
+// command of the lab uses to reach it. It fails when none of dir's attempts
+// holds a server's files or the server does not answer.
+func Attach(dir string, opts Options) (*Server, error) {
+	if opts.NetNS == "" {
+		return nil, errors.New("attach: only a server in a namespace of its own (Options.NetNS) can be found again")
+	}
+	for attempt := 2; attempt >= 0; attempt-- {
+		d := filepath.Join(dir, fmt.Sprint(attempt))
+		if _, err := os.Stat(filepath.Join(d, "admin.kubeconfig")); err != nil {
+			continue
+		}
+		s := &Server{Dir: d, CAFile: filepath.Join(d, "ca.crt"), Kubeconfig: filepath.Join(d, "admin.kubeconfig"), opts: opts,
+			URL: "https://" + netip.AddrPortFrom(opts.Address, 6443).String(),
+			PKI: PKI{CACert: filepath.Join(d, "ca.crt"), CAKey: filepath.Join(d, "ca.key"), ServerCert: filepath.Join(d, "server.crt"),
+				ServerKey: filepath.Join(d, "server.key"), ServiceAccountKey: filepath.Join(d, "sa.key"), ServiceAccountPub: filepath.Join(d, "sa.pub")}}
+		var err error
+		if s.PKI.caPEM, err = os.ReadFile(s.CAFile); err != nil {
+			return nil, err
+		}
+		if _, err := s.Kubectl("get", "--raw", "/readyz"); err != nil {
+			return nil, fmt.Errorf("attach to the API server in %s: %w", d, err)
+		}
+		return s, nil
+	}
+	return nil, fmt.Errorf("attach: no API server's files in %s", dir)
+}
