@@ -207,7 +207,7 @@ func (l *Lab) deployFlatnet() error {
 	if err := kubenode.StartControlPlane(cp); err != nil {
 		return err
 	}
-	dir := l.state("deploy")
+	dir := l.DeployDir()
 	if err := fs.WalkDir(deploy.Kustomization, ".", func(p string, d fs.DirEntry, err error) error {
 		if err != nil || d.IsDir() {
 			return err
@@ -423,3 +423,6 @@ spec:
 // EchoTag is the tag of the lab's echo image (make image: the
 // kustomization's tag).
 const EchoTag = "v0.1.0"
+
+// DeployDir is where the lab wrote deploy/ for `kubectl apply -k`.
+func (l *Lab) DeployDir() string { return l.state("deploy") }
