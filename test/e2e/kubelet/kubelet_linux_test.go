@@ -260,4 +260,3 @@ func (e *env) agentPods(t *testing.T) []string {
 	out := e.mustKubectl(t, "-n", "kube-system", "get", "pods", "-l", "app.kubernetes.io/name=flatnet", "-o", "name")
 	return strings.Fields(out)
 }
-
