@@ -101,7 +101,7 @@ func (l *Lab) KubeNode(node string) (*kubenode.Node, error) {
 		Name: node, NetNS: "/run/netns/" + name, Dir: filepath.Join(realNodeDirRoot, name), CgroupRoot: "/" + name,
 		NodeIPs: addrs, Server: l.kube.URL, CAFile: l.kube.CAFile,
 		KubeletToken: kubeletToken(node), ProxyToken: kubeProxyToken, KubeBin: l.KubeBin,
-		ClusterCIDRs: cidrs, ClusterDNS: netip.MustParseAddr("10.96.0.10"),
+		ClusterCIDRs: cidrs, ClusterDNS: ClusterDNS,
 		// Debian's reference plugins 1.1.1, as a node whose runtime brought
 		// its own: the DaemonSet must not depend on them.
 		CNIBinSeed: "/usr/lib/cni",
@@ -110,7 +110,7 @@ func (l *Lab) KubeNode(node string) (*kubenode.Node, error) {
 }
 
 // labImages are the image archives every real node imports (make image).
-var labImages = []string{"flatnet.tar", "pause.tar", "echo.tar"}
+var labImages = []string{"flatnet.tar", "pause.tar", "echo.tar", "coredns.tar"}
 
 // checkReal refuses, before anything changes, real nodes the machine cannot run.
 func (l *Lab) checkReal() error {
@@ -244,6 +244,10 @@ func (l *Lab) deployFlatnet() error {
 		return fmt.Errorf("nodes not Ready: %w", err)
 	}
 	l.logf("flatnet DaemonSet rolled out; every node Ready")
+	if err := l.deployDNS(); err != nil {
+		return err
+	}
+	l.logf("cluster DNS (CoreDNS) at %s", ClusterDNS)
 	return nil
 }
 

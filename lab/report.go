@@ -17,10 +17,11 @@ const (
 	RuleNodeService   = "node→Service"
 	RuleNodePort      = "NodePort from the ToR"
 	RuleHeadless      = "headless Service: endpoints are pod addresses"
+	RuleDNS           = "pod→Service by name (cluster DNS)"
 )
 
 // ServiceRules are the Service rows, in the report's order.
-var ServiceRules = []string{RuleServiceAcross, RuleHairpin, RuleNodeService, RuleNodePort, RuleHeadless}
+var ServiceRules = []string{RuleServiceAcross, RuleHairpin, RuleNodeService, RuleNodePort, RuleHeadless, RuleDNS}
 
 // Session is one BGP session as one side reports it.
 type Session struct {

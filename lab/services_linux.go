@@ -247,6 +247,41 @@ func (l *Lab) ServiceChecks(ctx context.Context) ([]Check, error) {
 		}
 	}
 	add(RuleHeadless, "API", "service echo-headless", netip.AddrPort{}, err, fmt.Sprintf("%d addresses", len(got)))
+	// By name: each echo pod resolves the other nodes' Services through
+	// CoreDNS and reaches them; the headless name gives the pods.
+	for _, p := range pods {
+		if !strings.HasPrefix(p.Name, PodNamespace+"/echo-") {
+			continue
+		}
+		for _, n := range l.realNodes() {
+			if n.Name == p.Node {
+				continue
+			}
+			name := fmt.Sprintf("echo-%s.%s.svc.cluster.local", n.Name, PodNamespace)
+			addrs, err := lookup(p.NS, name)
+			var target netip.AddrPort
+			if err == nil && (len(addrs) != 1 || addrs[0] != svcs["echo-"+n.Name].clusterIP) {
+				err = fmt.Errorf("%s resolved to %v, want its ClusterIP %s", name, addrs, svcs["echo-"+n.Name].clusterIP)
+			}
+			if err == nil {
+				target = netip.AddrPortFrom(addrs[0], 80)
+				_, err = httpGet(p.NS, target, "/")
+			}
+			add(RuleDNS, p.Node+"/"+p.Name, name, target, err, "DNS, then HTTP")
+		}
+		headless := fmt.Sprintf("echo-headless.%s.svc.cluster.local", PodNamespace)
+		addrs, err := lookup(p.NS, headless)
+		if err == nil && len(addrs) != len(want) {
+			err = fmt.Errorf("%s resolved to %v, want the %d echo pods' addresses", headless, addrs, len(want))
+		}
+		for _, a := range addrs {
+			if err == nil && !want[a] {
+				err = fmt.Errorf("%s resolved to %s, no echo pod's", headless, a)
+			}
+		}
+		add(RuleDNS, p.Node+"/"+p.Name, headless, netip.AddrPort{}, err, fmt.Sprintf("DNS, %d pod addresses", len(addrs)))
+		break // one pod asks for the headless name
+	}
 	_ = ctx
 	return checks, nil
 }

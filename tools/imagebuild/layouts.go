@@ -20,6 +20,10 @@ type Binary struct {
 	Package string // import path, or ./path in the flatnet module
 	Path    string // in the image
 	LDFlags string // besides -s -w: the version stamp
+	// Module, when set, is the directory (relative to the flatnet module's)
+	// of another module the package is built in: one that pins
+	// dependencies flatnet must not inherit (CoreDNS).
+	Module string
 }
 
 // Layout is one of the images `make image` builds.
@@ -81,8 +85,20 @@ func Layouts(version, pluginsVersion string) []Layout {
 			Entrypoint: []string{"/echo"},
 			Binaries:   []Binary{{Package: "./lab/images/echo", Path: "/echo", LDFlags: stamp}},
 		},
+		{
+			// The cluster DNS of the lab's real nodes: upstream CoreDNS with
+			// the plugins a cluster.local server uses (test/kube/coredns).
+			Name:       "coredns",
+			Tag:        Repository + "/lab-coredns:" + CoreDNSVersion,
+			Entrypoint: []string{"/coredns"},
+			Binaries:   []Binary{{Package: "./cmd/coredns", Module: "test/kube/coredns", Path: "/coredns"}},
+		},
 	}
 }
+
+// CoreDNSVersion is the CoreDNS release test/kube/coredns requires; it tags
+// the lab's CoreDNS image.
+const CoreDNSVersion = "v1.15.0"
 
 // Toolchain runs the go command in the flatnet module.
 type Toolchain struct {
@@ -109,7 +125,11 @@ func (tc Toolchain) Compile(ctx context.Context, layout Layout, dir string, crea
 	for _, b := range layout.Binaries {
 		out := filepath.Join(dir, filepath.FromSlash(b.Path))
 		env := []string{"CGO_ENABLED=0", "GOOS=linux", "GOARCH=" + tc.Arch}
-		if _, err := tc.run(ctx, env, "build", "-trimpath", "-buildvcs=false", "-ldflags", strings.TrimSpace("-s -w "+b.LDFlags), "-o", out, b.Package); err != nil {
+		run := tc
+		if b.Module != "" {
+			run.ModuleDir = filepath.Join(tc.ModuleDir, b.Module)
+		}
+		if _, err := run.run(ctx, env, "build", "-trimpath", "-buildvcs=false", "-ldflags", strings.TrimSpace("-s -w "+b.LDFlags), "-o", out, b.Package); err != nil {
 			return Spec{}, fmt.Errorf("image %s: %w", layout.Name, err)
 		}
 		spec.Files = append(spec.Files, File{Path: b.Path, Mode: 0o755, Source: out})
@@ -153,7 +173,7 @@ func (tc Toolchain) BuildArchives(ctx context.Context, version, outDir string, c
 	layouts := Layouts(version, pluginsVersion)
 	for _, n := range names {
 		if !slices.ContainsFunc(layouts, func(l Layout) bool { return l.Name == n }) {
-			return nil, fmt.Errorf("image %q: not one of flatnet, pause, echo", n)
+			return nil, fmt.Errorf("image %q: not one of flatnet, pause, echo, coredns", n)
 		}
 	}
 	if err := os.MkdirAll(outDir, 0o755); err != nil {

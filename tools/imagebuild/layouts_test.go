@@ -142,3 +142,15 @@ func TestKustomizationNamesTheImage(t *testing.T) {
 		}
 	}
 }
+
+// TestCoreDNSVersion: the lab's CoreDNS image is tagged with the release its
+// module builds.
+func TestCoreDNSVersion(t *testing.T) {
+	b, err := os.ReadFile(filepath.Join("..", "..", "test", "kube", "coredns", "go.mod"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(string(b), "github.com/coredns/coredns "+CoreDNSVersion+"\n") {
+		t.Errorf("test/kube/coredns/go.mod does not require github.com/coredns/coredns %s", CoreDNSVersion)
+	}
+}

@@ -52,7 +52,7 @@ func up(t testing.TB, name string, pods int) *env {
 	harness.RequireKube(t)
 	harness.RequireTools(t, kubenode.ContainerdPath, kubenode.CtrPath, kubenode.RuncPath)
 	images := filepath.Join(harness.Root(), "bin", "images")
-	for _, img := range []string{"flatnet.tar", "pause.tar", "echo.tar"} {
+	for _, img := range []string{"flatnet.tar", "pause.tar", "echo.tar", "coredns.tar"} {
 		if _, err := os.Stat(filepath.Join(images, img)); err != nil {
 			if os.Getenv("CI") == "true" {
 				t.Fatalf("%v (make image)", err)

@@ -23,6 +23,7 @@ import (
 // what a cluster operator relies on.
 func TestPrivilegedRealNodes(t *testing.T) {
 	e := up(t, "rn", 2)
+	t.Logf("report:\n%s", e.report.String())
 	// up failed the test unless every row was yes: pods across nodes, the
 	// Services through kube-proxy. Say what was measured.
 	for _, rule := range append([]string{"pod→pod across nodes"}, lab.ServiceRules...) {
