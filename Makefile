@@ -111,7 +111,7 @@ LAB ?= two-node-tor
 # DATASTORE=kubernetes runs the lab on its own kube-apiserver (built once by kube-bins).
 DATASTORE ?= file
 # KUBELET=1 runs kubelet-tor: real nodes (containerd, kubelet, kube-proxy) and
-# flatnet's DaemonSet from its image (work in progress: docs/lab.md).
+# flatnet's DaemonSet from its image, Services through kube-proxy (docs/lab.md).
 ifneq ($(KUBELET),)
 LAB := kubelet-tor
 DATASTORE := kubernetes
