@@ -10,8 +10,8 @@ import (
 	"strings"
 	"time"
 
+	"github.com/flatnet-io/flatnet/agent/agentclient"
 	"github.com/flatnet-io/flatnet/agent/agentpb"
-	"github.com/flatnet-io/flatnet/ipam/ipamgrpc"
 	"github.com/flatnet-io/flatnet/lab/netns"
 	"github.com/flatnet-io/flatnet/lab/router"
 	"github.com/flatnet-io/flatnet/lab/topology"
@@ -108,14 +108,14 @@ func (l *Lab) Sessions(ctx context.Context) []Session {
 
 // AgentStatus asks a flatnet node's agent for its status.
 func (l *Lab) AgentStatus(ctx context.Context, node string) (*agentpb.StatusResponse, error) {
-	conn, err := ipamgrpc.Dial(l.Socket(node))
+	c, err := agentclient.Dial(l.Socket(node))
 	if err != nil {
 		return nil, err
 	}
-	defer conn.Close()
+	defer c.Close()
 	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 	defer cancel()
-	return agentpb.NewAgentClient(conn).Status(ctx, &agentpb.StatusRequest{})
+	return agentpb.NewAgentClient(c.Conn()).Status(ctx, &agentpb.StatusRequest{})
 }
 
 // endpoint is what `flatnetctl verify` reads.

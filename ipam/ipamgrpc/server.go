@@ -14,7 +14,6 @@ import (
 
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
-	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
@@ -207,15 +206,4 @@ func (s *Server) fail(op, handle string, err error) error {
 		s.log.Warn(op+" failed", "handle", handle, "err", err)
 	}
 	return status.Error(code, fmt.Sprintf("%s: %v", op, err))
-}
-
-// Dial returns a client connection to the agent's API on a unix socket. New
-// code dials with agentclient.Dial; this stays until the test harness, which
-// is moving to lab/, and the e2e tests that use it dial through agentclient.
-func Dial(socket string) (*grpc.ClientConn, error) {
-	conn, err := grpc.NewClient("unix://"+socket, grpc.WithTransportCredentials(insecure.NewCredentials()))
-	if err != nil {
-		return nil, fmt.Errorf("dial agent at %s: %w", socket, err)
-	}
-	return conn, nil
 }

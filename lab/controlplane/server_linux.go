@@ -286,7 +286,11 @@ func (s *Server) dial(ctx context.Context, network, addr string) (net.Conn, erro
 	return netns.Do(s.opts.NetNS, func() (net.Conn, error) { return (&net.Dialer{}).DialContext(ctx, network, addr) })
 }
 
-// freePorts returns n ports free on 127.0.0.1 a moment ago.
+// freePorts returns n ports free on 127.0.0.1 a moment ago. etcd and
+// kube-apiserver are other processes, which cannot be handed a listener, so
+// a port may be taken between this and their bind: Start then tries again
+// with new ports in a fresh directory (three attempts). In a namespace of its
+// own (Options.NetNS, the lab) the standard ports are used and nothing races.
 func freePorts(n int) ([]int, error) {
 	var ports []int
 	var ls []net.Listener

@@ -9,7 +9,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/flatnet-io/flatnet/ipam/ipamgrpc"
+	"github.com/flatnet-io/flatnet/agent/agentclient"
 	"github.com/flatnet-io/flatnet/ipam/ipampb"
 	"github.com/flatnet-io/flatnet/lab/netns"
 )
@@ -114,14 +114,14 @@ func (a *Agent) Kill() { a.proc.Kill() }
 // Allocations lists what the agent's IPAM holds.
 func (a *Agent) Allocations(t testing.TB) []*ipampb.Allocation {
 	t.Helper()
-	conn, err := ipamgrpc.Dial(a.Socket)
+	c, err := agentclient.Dial(a.Socket)
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer conn.Close()
+	defer c.Close()
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
-	resp, err := ipampb.NewIPAMClient(conn).List(ctx, &ipampb.ListRequest{})
+	resp, err := c.IPAM.List(ctx, &ipampb.ListRequest{})
 	if err != nil {
 		t.Fatal(err)
 	}

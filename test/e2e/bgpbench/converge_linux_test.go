@@ -7,7 +7,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/flatnet-io/flatnet/ipam/ipamgrpc"
+	"github.com/flatnet-io/flatnet/agent/agentclient"
 	"github.com/flatnet-io/flatnet/ipam/ipampb"
 )
 
@@ -90,12 +90,12 @@ func convergeOnce(b *testing.B) (latency, alloc []float64) {
 		b.Fatal(err)
 	}
 	defer watch.close()
-	conn, err := ipamgrpc.Dial(l.Socket("node1"))
+	c, err := agentclient.Dial(l.Socket("node1"))
 	if err != nil {
 		b.Fatal(err)
 	}
-	defer conn.Close()
-	client := ipampb.NewIPAMClient(conn)
+	defer c.Close()
+	client := c.IPAM
 	allocate := func(handle string) (*ipampb.Address, error) {
 		resp, err := client.Allocate(ctx, &ipampb.AllocateRequest{Handle: handle, Families: []ipampb.Family{ipampb.Family_FAMILY_IPV4}})
 		if err != nil {

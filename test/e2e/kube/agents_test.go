@@ -15,7 +15,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/flatnet-io/flatnet/ipam/ipamgrpc"
+	"github.com/flatnet-io/flatnet/agent/agentclient"
 	"github.com/flatnet-io/flatnet/ipam/ipampb"
 	"github.com/flatnet-io/flatnet/kube/v1alpha1"
 	"github.com/flatnet-io/flatnet/test/harness"
@@ -70,12 +70,12 @@ type run struct {
 }
 
 func allocate(t *testing.T, a *harness.Agent, node, round string, n int) *run {
-	conn, err := ipamgrpc.Dial(a.Socket)
+	c, err := agentclient.Dial(a.Socket)
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() { conn.Close() })
-	client := ipampb.NewIPAMClient(conn)
+	t.Cleanup(func() { c.Close() })
+	client := c.IPAM
 	r := &run{node: node, round: round, acked: map[string]netip.Addr{}, ack: make(chan struct{}, n), done: make(chan struct{})}
 	var wg sync.WaitGroup
 	for i := range n {

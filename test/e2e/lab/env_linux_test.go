@@ -15,8 +15,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/flatnet-io/flatnet/agent/agentclient"
 	"github.com/flatnet-io/flatnet/agent/agentpb"
-	"github.com/flatnet-io/flatnet/ipam/ipamgrpc"
 	"github.com/flatnet-io/flatnet/ipam/ipampb"
 	"github.com/flatnet-io/flatnet/lab"
 	"github.com/flatnet-io/flatnet/lab/topology"
@@ -332,12 +332,12 @@ func (e *env) missing(ns string, prefixes []netip.Prefix) ([]netip.Prefix, error
 // ipam dials a node's agent for IPAM.
 func (e *env) ipam(t testing.TB, node string) ipampb.IPAMClient {
 	t.Helper()
-	conn, err := ipamgrpc.Dial(e.Socket(node))
+	c, err := agentclient.Dial(e.Socket(node))
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() { conn.Close() })
-	return ipampb.NewIPAMClient(conn)
+	t.Cleanup(func() { c.Close() })
+	return c.IPAM
 }
 
 // blocksOf lists the blocks with an affinity to node, asking one agent (the
