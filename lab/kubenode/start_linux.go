@@ -83,7 +83,7 @@ func Start(n *Node) error {
 		select {
 		case err := <-exited:
 			_ = n.Stop()
-			return fmt.Errorf("node %s: its first process exited (%v) before the kubelet ran: %s", n.Name, err, tail(n.Log("init"), 15))
+			return fmt.Errorf("node %s: its first process exited (%w) before the kubelet ran: %s", n.Name, err, tail(n.Log("init"), 15))
 		case <-deadline:
 			_ = n.Stop()
 			return fmt.Errorf("node %s: not running after %s: %s", n.Name, startTimeout, tail(n.Log("init"), 15))
