@@ -73,7 +73,7 @@ lint: ## gofmt, go vet and golangci-lint (installed from the Go module proxy if 
 	$(BIN)/tools/golangci-lint run ./...
 
 .PHONY: bench
-bench: deps build kube-bins ## run the benchmarks side by side with their references; medians via benchstat (bin/bench/*.txt)
+bench: deps build kube-bins image ## run the benchmarks side by side with their references; medians via benchstat (bin/bench/*.txt)
 	@mkdir -p $(BIN)/bench
 	@test -x $(BIN)/tools/benchstat || GOBIN=$(BIN)/tools $(GO) install golang.org/x/perf/cmd/benchstat@latest
 	@echo "== IPAM: file store vs host-local's store; the agent's socket round trip"
@@ -95,6 +95,10 @@ bench: deps build kube-bins ## run the benchmarks side by side with their refere
 	@echo "== Lab: pod->pod vs node->node over the same underlay (iperf3, TCP request/response); time to reachable"
 	$(GO) test -run '^$$' -bench . -benchtime 1x -count 5 ./test/e2e/lab/ | grep -v '^ *time=' | tee $(BIN)/bench/lab.txt
 	$(BIN)/tools/benchstat $(BIN)/bench/lab.txt
+	@echo "== Pod start on real nodes (kubelet + containerd): 50 pods, creation -> Running and -> first packet, flatnet vs ptp+host-local"
+	@# One lab per run, flatnet then ptp in it (-count would repeat each impl back to back).
+	for i in 1 2 3; do $(GO) test -run '^$$' -bench PodStart -benchtime 1x -count 1 -timeout 30m ./test/e2e/kubelet/ || exit 1; done | grep -v '^ *time=' | tee $(BIN)/bench/podstart.txt
+	$(BIN)/tools/benchstat -col /impl $(BIN)/bench/podstart.txt
 
 .PHONY: fuzz
 fuzz: ## fuzz the allocator for FUZZTIME (default 60s); the seed corpus runs in `make test`
