@@ -143,6 +143,11 @@ func (l *Lab) ServiceChecks(ctx context.Context) ([]Check, error) {
 	if err != nil {
 		return nil, err
 	}
+	for _, n := range l.realNodes() {
+		if _, ok := svcs["echo-"+n.Name]; !ok {
+			return nil, nil // no workload (up --pods 0): nothing to measure
+		}
+	}
 	pods, err := l.realPods()
 	if err != nil {
 		return nil, err
