@@ -1979,6 +1979,16 @@ func (h *fsmHandler) established(ctx context.Context) (bgp.FSMState, *fsmStateRe
 	// reset the write deadline that was set in the connection establishment.
 	fsm.conn.SetWriteDeadline(time.Time{})
 
+	// flatnet patch: a NOTIFICATION requested while no session was
+	// established (ResetPeer from BFD going down after the session had
+	// already ended, say) was meant for a session that is gone. Sending it
+	// now would tear down the new session at once and hold the peer idle
+	// for IdleHoldTimeAfterReset.
+	select {
+	case <-fsm.notification:
+	default:
+	}
+
 	ioCtx, cancel := context.WithCancel(ctx)
 	wg := &sync.WaitGroup{}
 	wg.Add(2)
@@ -2087,7 +2097,13 @@ func (h *fsmHandler) established(ctx context.Context) (bgp.FSMState, *fsmStateRe
 			// Do not return hold timer expired to server if graceful restart is enabled
 			// Let it fallback to read/write error or fsmNotificationSent handled above
 			// Reference: https://github.com/osrg/gobgp/issues/2174
-			if !s.Enabled {
+			//
+			// flatnet patch: only when the "N" bit was negotiated. Without it,
+			// a session ended by a NOTIFICATION, which hold timer expiry
+			// sends, is not a graceful restart (RFC 4724; RFC 8538 section
+			// 4), and the peer's routes go now rather than after its restart
+			// time. FRR does the same.
+			if !s.Enabled || !s.NotificationEnabled {
 				return bgp.BGP_FSM_IDLE, newfsmStateReason(fsmHoldTimerExpired, m, nil)
 			} else if err != nil {
 				return bgp.BGP_FSM_IDLE, newfsmStateReason(fsmWriteFailed, nil, nil)

@@ -297,8 +297,9 @@ func TestFSMHandlerEstablish_HoldTimerExpired_GR_Enabled(t *testing.T) {
 	// set holdtime
 	conf.Timers.State.NegotiatedHoldTime = 2
 
-	// Enable graceful restart
+	// Enable graceful restart, with the "N" bit (RFC 8538) negotiated
 	conf.GracefulRestart.State.Enabled = true
+	conf.GracefulRestart.State.NotificationEnabled = true
 	p.fsm.pConf.Update(&conf)
 	p.fsm.lock.Unlock()
 
@@ -314,6 +315,72 @@ func TestFSMHandlerEstablish_HoldTimerExpired_GR_Enabled(t *testing.T) {
 	sent, _ := bgp.ParseBGPMessage(lastMsg)
 	assert.Equal(uint8(bgp.BGP_MSG_NOTIFICATION), sent.Header.Type)
 	assert.Equal(uint8(bgp.BGP_ERROR_HOLD_TIMER_EXPIRED), sent.Body.(*bgp.BGPNotification).ErrorCode)
+}
+
+// flatnet patch: without the "N" bit, hold timer expiry sends a
+// NOTIFICATION and ends the session for good: no graceful restart, the
+// peer's routes go at once.
+func TestFSMHandlerEstablish_HoldTimerExpired_GR_Enabled_NoNotification(t *testing.T) {
+	assert := assert.New(t)
+
+	m := NewMockConnection()
+	p, h := makePeerAndHandler(m)
+	t.Cleanup(func() { cleanPeerAndHandler(p, h) })
+
+	p.fsm.lock.Lock()
+	conf := p.fsm.pConf.ReadCopy()
+	conf.Timers.State.KeepaliveInterval = 3
+	conf.Timers.State.NegotiatedHoldTime = 2
+	conf.GracefulRestart.State.Enabled = true
+	p.fsm.pConf.Update(&conf)
+	p.fsm.lock.Unlock()
+
+	state, reason := h.established(t.Context())
+	assert.Equal(bgp.BGP_FSM_IDLE, state)
+	assert.Equal(fsmHoldTimerExpired, reason.Type)
+
+	<-m.bufReady.C
+
+	lastMsg, err := m.GetLastestBuf()
+	assert.True(err == nil || errors.Is(err, io.EOF))
+
+	sent, _ := bgp.ParseBGPMessage(lastMsg)
+	assert.Equal(uint8(bgp.BGP_MSG_NOTIFICATION), sent.Header.Type)
+	assert.Equal(uint8(bgp.BGP_ERROR_HOLD_TIMER_EXPIRED), sent.Body.(*bgp.BGPNotification).ErrorCode)
+}
+
+// flatnet patch: a NOTIFICATION requested while the peer had no session (a
+// reset by BFD after the session had ended) is not sent on the next one.
+func TestFSMHandlerEstablished_StaleNotificationDropped(t *testing.T) {
+	assert := assert.New(t)
+
+	m := NewMockConnection()
+	p, h := makePeerAndHandler(m)
+	t.Cleanup(func() { cleanPeerAndHandler(p, h) })
+
+	p.fsm.lock.Lock()
+	conf := p.fsm.pConf.ReadCopy()
+	conf.Timers.State.KeepaliveInterval = 1
+	conf.Timers.State.NegotiatedHoldTime = 3
+	p.fsm.pConf.Update(&conf)
+	p.fsm.lock.Unlock()
+
+	// Queued while the peer was idle, as ResetPeer does.
+	p.sendNotification(bgp.NewBGPNotificationMessage(bgp.BGP_ERROR_CEASE, bgp.BGP_ERROR_SUB_ADMINISTRATIVE_RESET, nil))
+
+	// The session lives until its hold timer expires (the mock peer sends
+	// nothing), sending keepalives, and no Cease.
+	state, reason := h.established(t.Context())
+	assert.Equal(bgp.BGP_FSM_IDLE, state)
+	assert.Equal(fsmHoldTimerExpired, reason.Type)
+	<-m.bufReady.C
+	for _, b := range m.GetSentMessages() {
+		msg, err := bgp.ParseBGPMessage(b)
+		if err != nil || msg.Header.Type != bgp.BGP_MSG_NOTIFICATION {
+			continue
+		}
+		assert.NotEqual(uint8(bgp.BGP_ERROR_CEASE), msg.Body.(*bgp.BGPNotification).ErrorCode, "a stale Cease was sent on the new session")
+	}
 }
 
 func TestFSMHandlerOpenconfirm_HoldtimeZero(t *testing.T) {
