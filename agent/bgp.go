@@ -84,7 +84,7 @@ func startRouting(ctx context.Context, cfg config.Config, ds *datastore, alloc *
 		}
 	}()
 	rlog := log.With("component", "routing")
-	template := bgp.Peer{Password: cfg.BGP.MeshPassword, HoldTime: cfg.BGP.MeshHoldTime, KeepaliveInterval: cfg.BGP.MeshKeepaliveInterval}
+	template := bgp.Peer{Password: cfg.BGP.MeshPassword, HoldTime: cfg.BGP.MeshHoldTime, KeepaliveInterval: cfg.BGP.MeshKeepaliveInterval, BFD: bfdConfig(cfg.BGP.MeshBFD)}
 	r := &routing{
 		self: self, speaker: st.speaker, table: st.table, blocks: alloc, registry: st.registry,
 		peers:   newPeerSet(st.speaker, self, template, peers, ds.peers == nil, rlog),
@@ -221,9 +221,15 @@ func peerConfig(p config.Peer) bgp.Peer {
 		RRClient: p.RRClient, Multihop: uint8(p.Multihop), HoldTime: p.HoldTime, KeepaliveInterval: p.KeepaliveInterval,
 		Passive: p.Passive, MaxPrefixes: p.MaxPrefixes,
 		Import: bgp.ImportPolicy{Allow: p.Import.Allow, AllowDefault: p.Import.AllowDefault},
-	}
-	if p.BFD.Enabled {
-		out.BFD = &bgp.BFD{Interval: p.BFD.Interval, Multiplier: uint32(p.BFD.Multiplier)}
+		BFD:    bfdConfig(p.BFD),
 	}
 	return out
+}
+
+// bfdConfig is the speaker's BFD for b: nil when off.
+func bfdConfig(b config.BFD) *bgp.BFD {
+	if !b.Enabled {
+		return nil
+	}
+	return &bgp.BFD{Interval: b.Interval, Multiplier: uint32(b.Multiplier)}
 }

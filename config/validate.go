@@ -225,6 +225,7 @@ func (b BGP) validate() []error {
 		errs = append(errs, fmt.Errorf("bgp.meshPassword: is %d bytes long, at most %d allowed", len(b.MeshPassword), maxPasswordLen))
 	}
 	errs = append(errs, validateTimers("bgp.meshHoldTime", "bgp.meshKeepaliveInterval", b.MeshHoldTime, b.MeshKeepaliveInterval)...)
+	errs = append(errs, b.MeshBFD.validate("bgp.meshBFD")...)
 	seen := map[netip.Addr]int{}
 	for i, a := range b.ListenAddresses {
 		key := fmt.Sprintf("bgp.listenAddresses[%d]", i)

@@ -376,7 +376,10 @@ func b2i(b bool) int {
 func (l *Lab) frrDir(n *Node) string { return l.state(n.Name, "frr") }
 
 // startFRR runs zebra and bgpd in a router's namespace as the frr user, with
-// the configuration bound at FRRConfigPath as bgpd's.
+// the configuration bound at FRRConfigPath as bgpd's, and bfdd too when the
+// daemons file bound at FRRDaemonsPath says bfdd=yes (bgpd's `neighbor X
+// bfd` sessions reach it through zebra; it needs no configuration of its
+// own for FRR's defaults, 300ms x 3).
 func (l *Lab) startFRR(n *Node) error {
 	conf, ok := l.T.Bind(n, FRRConfigPath)
 	if !ok {
@@ -410,6 +413,17 @@ func (l *Lab) startFRR(n *Node) error {
 			return fmt.Errorf("node %s: zebra did not start", n.Name)
 		}
 	}
+	if bfdd, err := l.T.daemonEnabled(n, "bfdd"); err != nil {
+		return fmt.Errorf("node %s: %w", n.Name, err)
+	} else if bfdd {
+		args := append([]string{"/usr/lib/frr/bfdd", "-i", filepath.Join(d, "bfdd.pid"), "--bfdctl", filepath.Join(d, "bfdd.sock")}, common...)
+		if _, err := l.daemon(ns, filepath.Join(d, "bfdd.log"), nil, args...); err != nil {
+			return err
+		}
+		if err := waitFor(filepath.Join(d, "bfdd.vty"), filepath.Join(d, "bfdd.log")); err != nil {
+			return fmt.Errorf("node %s: bfdd: %w", n.Name, err)
+		}
+	}
 	args := append([]string{"/usr/lib/frr/bgpd", "-f", filepath.Join(d, "bgpd.conf"), "-i", filepath.Join(d, "bgpd.pid")}, common...)
 	if _, err := l.daemon(ns, filepath.Join(d, "bgpd.log"), nil, args...); err != nil {
 		return err
@@ -419,7 +433,7 @@ func (l *Lab) startFRR(n *Node) error {
 	if err := waitFor(filepath.Join(d, "bgpd.vty"), filepath.Join(d, "bgpd.log")); err != nil {
 		return fmt.Errorf("node %s: bgpd: %w", n.Name, err)
 	}
-	l.logf("node %s: FRR zebra+bgpd up (vtysh --vty_socket %s)", n.Name, d)
+	l.logf("node %s: FRR up (vtysh --vty_socket %s)", n.Name, d)
 	return nil
 }
 
