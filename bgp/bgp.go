@@ -194,7 +194,10 @@ type PeerStatus struct {
 	Address netip.Addr
 	ASN     uint32
 	State   string // one of the State constants
-	Uptime  time.Duration
+	// BFD is the peer's BFD session state: "" without BFD, else one of the
+	// BFD constants.
+	BFD    string
+	Uptime time.Duration
 	// Received, Accepted, Advertised and Rejected are counts of prefixes.
 	Received, Accepted, Advertised, Rejected uint64
 }
@@ -209,6 +212,14 @@ const (
 	StateOpenConfirm = "openconfirm"
 	StateEstablished = "established"
 	StatePrefixLimit = "prefix-limit"
+)
+
+// PeerStatus.BFD values (RFC 5880 session states).
+const (
+	BFDDown      = "down"
+	BFDInit      = "init"
+	BFDUp        = "up"
+	BFDAdminDown = "admin-down"
 )
 
 // Defaults the zero values of Config, Peer and BFD stand for.

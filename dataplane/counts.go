@@ -7,17 +7,19 @@ import (
 
 // Counts describes the reconciler's routes for `flatnetctl status`.
 type Counts struct {
-	Routes      int // learned routes of ours in the kernel
-	ECMP        int // of those, routes with more than one next hop
-	Blackholes  int // blackhole routes of ours in the kernel
-	Desired     int // prefixes wanted: learned routes and blackholes
-	Pending     int // wanted prefixes the kernel does not have as wanted yet
-	Conflicts   int // wanted prefixes held by a route of another owner
-	Stale       int // routes of ours nobody wants, kept until MarkConverged
-	Converged   bool
-	RoundTrips  uint64 // acknowledged netlink batches sent
-	Failures    uint64 // passes that left something unwritten
-	LastError   string // the latest of those failures, "" if none
+	Routes     int // learned routes of ours in the kernel
+	ECMP       int // of those, routes with more than one next hop
+	Blackholes int // blackhole routes of ours in the kernel
+	Desired    int // prefixes wanted: learned routes and blackholes
+	Pending    int // wanted prefixes the kernel does not have as wanted yet
+	Conflicts  int // wanted prefixes held by a route of another owner
+	Stale      int // routes of ours nobody wants, kept until MarkConverged
+	Converged  bool
+	RoundTrips uint64 // acknowledged netlink batches sent
+	Failures   uint64 // passes that left something unwritten
+	// LastError is the latest of those failures, and LastErrorAt when it
+	// happened; "" once a pass over every route has written them all.
+	LastError   string
 	LastErrorAt time.Time
 }
 

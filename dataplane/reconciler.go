@@ -344,7 +344,8 @@ func (r *Reconciler) resync(ctx context.Context) error {
 func (r *Reconciler) reconcile(ctx context.Context, all bool) error {
 	r.mu.Lock()
 	keys := r.dirty
-	if all || r.full {
+	whole := all || r.full
+	if whole {
 		keys = allKeys(&r.want, &r.view)
 	}
 	r.dirty, r.full = map[routeKey]struct{}{}, false
@@ -370,6 +371,11 @@ func (r *Reconciler) reconcile(ctx context.Context, all bool) error {
 		r.log.Debug("routes written", "writes", len(ops), "failed", len(errs)-len(conflicts))
 	}
 	if len(errs) == 0 {
+		if whole { // every route is as wanted: earlier failures are gone
+			r.mu.Lock()
+			r.stats.lastErr, r.stats.lastErrAt = nil, time.Time{}
+			r.mu.Unlock()
+		}
 		return nil
 	}
 	if ctx.Err() != nil { // shutting down: the next run resyncs

@@ -6,6 +6,7 @@ import (
 	"net/netip"
 	"slices"
 	"sort"
+	"strings"
 	"sync"
 	"syscall"
 	"testing"
@@ -249,6 +250,17 @@ func TestReconcilerReportsErrorsPerRoute(t *testing.T) {
 		t.Errorf("resync() = %v, want only the conflict", err)
 	}
 	wantTable(t, f, "10.0.1.0/26 via [192.0.2.2]", "10.0.2.0/26 via [192.0.2.2]", "10.0.3.0/26 foreign")
+	if c := r.Counts(); strings.Contains(c.LastError, "unreachable") || !strings.Contains(c.LastError, "10.0.3.0/26") || c.LastErrorAt.IsZero() {
+		t.Errorf("Counts() = %+v, want the conflict as the last error, with its time, and the unreachable next hop gone", c)
+	}
+
+	// Once the conflict is gone too, a pass over every route clears the
+	// last error: it no longer holds.
+	f.external(true, withProto(learned("10.0.3.0/26", "192.0.2.9"), 4))
+	must(t, r.resync(ctx))
+	if c := r.Counts(); c.LastError != "" || !c.LastErrorAt.IsZero() || c.Failures != 2 {
+		t.Errorf("Counts() = %+v, want no last error (2 failures counted)", c)
+	}
 }
 
 func TestReconcilerAppliesEventsHeldDuringRead(t *testing.T) {

@@ -276,19 +276,28 @@ func (s *Speaker) Status(ctx context.Context) ([]bgp.PeerStatus, error) {
 		return nil, ErrNotRunning
 	}
 	srv, names := s.server, make(map[netip.Addr]string, len(s.peers))
+	bfd := map[netip.Addr]string{}
 	for a, e := range s.peers {
 		names[a] = e.peer.Name
+		if e.peer.BFD != nil {
+			bfd[a] = bgp.BFDDown
+		}
 	}
 	limited := maps.Clone(s.limited)
 	s.mu.Unlock()
 
+	srv.ListBfdPeer(ctx, func(addr string, st *api.BfdPeerState) {
+		if a, err := netip.ParseAddr(addr); err == nil && bfd[a] != "" {
+			bfd[a] = bfdState(st.GetSessionState())
+		}
+	})
 	var out []bgp.PeerStatus
 	err := srv.ListPeer(ctx, &api.ListPeerRequest{EnableAdvertised: true}, func(p *api.Peer) {
 		addr, err := netip.ParseAddr(p.GetConf().GetNeighborAddress())
 		if err != nil {
 			return
 		}
-		st := bgp.PeerStatus{Name: names[addr], Address: addr, ASN: p.GetConf().GetPeerAsn(), State: sessionState(p.GetState())}
+		st := bgp.PeerStatus{Name: names[addr], Address: addr, ASN: p.GetConf().GetPeerAsn(), State: sessionState(p.GetState()), BFD: bfd[addr]}
 		if limited[addr] {
 			st.State = bgp.StatePrefixLimit
 		}
@@ -372,6 +381,19 @@ func sessionState(st *api.PeerState) string {
 		return bgp.StateEstablished
 	}
 	return bgp.StateIdle
+}
+
+// bfdState names GoBGP's BFD session state the way PeerStatus does.
+func bfdState(st api.BfdSessionState) string {
+	switch st {
+	case api.BfdSessionState_BFD_SESSION_STATE_UP:
+		return bgp.BFDUp
+	case api.BfdSessionState_BFD_SESSION_STATE_INIT:
+		return bgp.BFDInit
+	case api.BfdSessionState_BFD_SESSION_STATE_ADMIN_DOWN:
+		return bgp.BFDAdminDown
+	}
+	return bgp.BFDDown
 }
 
 // Watch implements bgp.Speaker.
