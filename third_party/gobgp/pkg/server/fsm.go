@@ -2072,6 +2072,13 @@ func (h *fsmHandler) established(ctx context.Context) (bgp.FSMState, *fsmStateRe
 			// it now.
 			h.outgoing.In() <- err
 			conf := fsm.pConf.ReadOnly()
+			// flatnet patch: a peer that reset the session (Cease with
+			// Administrative Reset, or BFD Down, RFC 9384) has it held idle
+			// for IdleHoldTimeAfterReset, as when we reset it ourselves,
+			// rather than the 5 s after a failed session.
+			if err.Type == fsmNotificationRecv && isPeerReset(err.BGPNotification) {
+				fsm.idleHoldTime = conf.Timers.Config.IdleHoldTimeAfterReset
+			}
 			if s := conf.GracefulRestart.State; s.Enabled {
 				if s.NotificationEnabled && err.Type == fsmNotificationRecv ||
 					err.Type == fsmNotificationSent &&
@@ -2128,6 +2135,14 @@ func (h *fsmHandler) established(ctx context.Context) (bgp.FSMState, *fsmStateRe
 			}
 		}
 	}
+}
+
+// flatnet patch: isPeerReset reports whether m is a Cease that resets the
+// session: Administrative Reset, or BFD Down (subcode 10, RFC 9384).
+func isPeerReset(m *bgp.BGPMessage) bool {
+	const bfdDown = 10
+	n, ok := m.Body.(*bgp.BGPNotification)
+	return ok && n.ErrorCode == bgp.BGP_ERROR_CEASE && (n.ErrorSubcode == bgp.BGP_ERROR_SUB_ADMINISTRATIVE_RESET || n.ErrorSubcode == bfdDown)
 }
 
 func (h *fsmHandler) loop(ctx context.Context, wg *sync.WaitGroup) {

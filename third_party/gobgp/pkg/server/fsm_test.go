@@ -383,6 +383,43 @@ func TestFSMHandlerEstablished_StaleNotificationDropped(t *testing.T) {
 	}
 }
 
+// flatnet patch: a session the peer resets (Cease, Administrative Reset or
+// BFD Down) is held idle for IdleHoldTimeAfterReset, as one we reset; one
+// that ends otherwise keeps the idle hold time it had.
+func TestFSMHandlerEstablished_PeerResetIdleHold(t *testing.T) {
+	for _, tc := range []struct {
+		name    string
+		subcode uint8
+		want    float64
+	}{
+		{"administrative reset", bgp.BGP_ERROR_SUB_ADMINISTRATIVE_RESET, 1},
+		{"bfd down", 10, 1},
+		{"administrative shutdown", bgp.BGP_ERROR_SUB_ADMINISTRATIVE_SHUTDOWN, holdtimeIdle},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			assert := assert.New(t)
+			m := NewMockConnection()
+			p, h := makePeerAndHandler(m)
+			t.Cleanup(func() { cleanPeerAndHandler(p, h) })
+
+			p.fsm.lock.Lock()
+			conf := p.fsm.pConf.ReadCopy()
+			conf.Timers.State.KeepaliveInterval = 1
+			conf.Timers.State.NegotiatedHoldTime = 3
+			conf.Timers.Config.IdleHoldTimeAfterReset = 1
+			p.fsm.pConf.Update(&conf)
+			p.fsm.lock.Unlock()
+			p.fsm.idleHoldTime = holdtimeIdle
+
+			go m.PushBgpMessage(bgp.NewBGPNotificationMessage(bgp.BGP_ERROR_CEASE, tc.subcode, nil))
+			state, reason := h.established(t.Context())
+			assert.Equal(bgp.BGP_FSM_IDLE, state)
+			assert.Equal(fsmNotificationRecv, reason.Type)
+			assert.Equal(tc.want, p.fsm.idleHoldTime)
+		})
+	}
+}
+
 func TestFSMHandlerOpenconfirm_HoldtimeZero(t *testing.T) {
 	assert := assert.New(t)
 
