@@ -25,9 +25,9 @@ import (
 // for a graceful-restart peer whose BFD shares fate with its control plane,
 // as flatnet's does: BFD down would then cost the hold time.)
 //
-//	               sw (bridge)
-//	     eth1 /       | eth2      \ eth3
-//	    tor .254    node1 .1    node2 .2      10.0.0.0/24
+//	           sw (bridge)
+//	 eth1 /       | eth2      \ eth3
+//	tor .254    node1 .1    node2 .2      10.0.0.0/24
 const bfdTopology = `name: LAB
 topology:
   nodes:

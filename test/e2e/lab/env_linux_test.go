@@ -51,12 +51,6 @@ type topology struct {
 	holdTime time.Duration
 	// restartTime is the graceful restart time the nodes announce.
 	restartTime time.Duration
-	// staleAfterHold: the routes are held by flatnet's own speakers (the
-	// mesh), and GoBGP v4.8.0 keeps a peer's routes for the restart time
-	// after its hold timer expires (it treats the expiry as a graceful
-	// restart), so they leave after holdTime + restartTime. FRR and BIRD
-	// drop them at hold expiry.
-	staleAfterHold bool
 	// datastore is the lab's (labnet.Lab.Datastore): "" is the file store.
 	datastore string
 }
@@ -73,11 +67,11 @@ func (t topology) label() string {
 var topologies = []topology{
 	{name: "two-node-tor", holdTime: 9 * time.Second, restartTime: 60 * time.Second},
 	{name: "two-node-tor-bird", holdTime: 9 * time.Second, restartTime: 60 * time.Second},
-	{name: "three-node-mesh", holdTime: 9 * time.Second, restartTime: 20 * time.Second, staleAfterHold: true},
+	{name: "three-node-mesh", holdTime: 9 * time.Second, restartTime: 20 * time.Second},
 	{name: "rack-pair", holdTime: 9 * time.Second, restartTime: 60 * time.Second},
 	// The mesh again, on the lab's own kube-apiserver: IPAM in IPAMBlock
 	// objects, the mesh from Node objects.
-	{name: "three-node-mesh", holdTime: 9 * time.Second, restartTime: 20 * time.Second, staleAfterHold: true, datastore: labnet.DatastoreKubernetes},
+	{name: "three-node-mesh", holdTime: 9 * time.Second, restartTime: 20 * time.Second, datastore: labnet.DatastoreKubernetes},
 }
 
 // env is a topology brought up for one test.
