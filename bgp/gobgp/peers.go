@@ -133,9 +133,8 @@ func (s *Speaker) updatePeer(ctx context.Context, conf *api.Peer) error {
 }
 
 // softReset has GoBGP re-apply policy to what peer (all: "") sent us, what
-// we sent it, or both, and has the monitor recount rejections.
+// we sent it, or both.
 func (s *Speaker) softReset(ctx context.Context, peer string, dir api.ResetPeerRequest_Direction) error {
-	defer s.mon.recountAllPeers()
 	s.mon.pathsMu.Lock()
 	defer s.mon.pathsMu.Unlock()
 	return s.server.ResetPeer(ctx, &api.ResetPeerRequest{Address: peer, Soft: true, Direction: dir})
@@ -188,6 +187,9 @@ func (s *Speaker) applyPolicy(ctx context.Context, in policyInput) error {
 		return fmt.Errorf("set bgp policies: %w", err)
 	}
 	s.imp, s.exp = imp, exp
+	if impChanged {
+		s.mon.policyChanged(newClassifier(in, s.cfg.ASN, s.cfg.RouterID))
+	}
 	dir := api.ResetPeerRequest_DIRECTION_BOTH
 	switch {
 	case !expChanged:

@@ -141,6 +141,7 @@ func (s *Speaker) start(ctx context.Context, srv *server.BgpServer) error {
 	}
 	in := s.policyInput(s.adverts, s.peers)
 	s.imp, s.exp = buildImport(in), buildExport(in)
+	s.mon.rejects.setPolicy(newClassifier(in, s.cfg.ASN, s.cfg.RouterID))
 	if err := srv.SetPolicies(ctx, request(s.imp, s.exp)); err != nil {
 		return fmt.Errorf("set bgp policies: %w", err)
 	}
@@ -308,11 +309,16 @@ func (s *Speaker) Status(ctx context.Context) ([]bgp.PeerStatus, error) {
 		if up := p.GetTimers().GetState().GetUptime(); up != nil {
 			st.Uptime = time.Since(up.AsTime()).Truncate(time.Second)
 		}
+		// GoBGP's "accepted" leaves out only what it rejects before import
+		// policy (AS loop, originator ID); the monitor counts what import
+		// policy rejects, as it is imported.
+		var beforePolicy uint64
 		for _, af := range p.GetAfiSafis() {
 			st.Received += af.GetState().GetReceived()
 			st.Advertised += af.GetState().GetAdvertised()
+			beforePolicy += af.GetState().GetReceived() - min(af.GetState().GetAccepted(), af.GetState().GetReceived())
 		}
-		st.Rejected = min(s.mon.rejects.count(addr), st.Received)
+		st.Rejected = min(beforePolicy+s.mon.rejects.count(addr), st.Received)
 		st.Accepted = st.Received - st.Rejected
 		out = append(out, st)
 	})
