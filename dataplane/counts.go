@@ -3,6 +3,8 @@ package dataplane
 import (
 	"net/netip"
 	"time"
+
+	"github.com/flatnet-io/flatnet/internal/hopset"
 )
 
 // Counts describes the reconciler's routes for `flatnetctl status`.
@@ -40,7 +42,7 @@ func (r *Reconciler) Counts() Counts {
 		switch {
 		case kr.blackhole:
 			c.Blackholes++
-		case len(kr.nextHops) > 1:
+		case kr.hops.Len() > 1:
 			c.ECMP++
 			fallthrough
 		default:
@@ -48,13 +50,14 @@ func (r *Reconciler) Counts() Counts {
 		}
 	}
 	c.Stale = r.countStale()
+	decoded := map[hopset.Set][]netip.Addr{}
 	count := func(p netip.Prefix) {
 		c.Desired++
 		k := keyOf(p)
 		if _, ok := r.view.foreign[k]; ok {
 			c.Conflicts++
 		}
-		t, _ := r.want.target(p)
+		t, _ := r.want.target(p, decoded)
 		if have, ok := r.view.ours[k]; !ok || !have.is(t) {
 			c.Pending++
 		}

@@ -5,6 +5,8 @@ import (
 	"testing"
 
 	"github.com/google/go-cmp/cmp"
+
+	"github.com/flatnet-io/flatnet/internal/hopset"
 )
 
 var (
@@ -193,7 +195,7 @@ func TestPlan(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			d := newDesired()
 			for p, nhs := range tc.want.routes {
-				d.routes[pfx(p)] = addrs(nhs...)
+				d.routes[pfx(p)] = hopset.Make(addrs(nhs...))
 				d.name(pfx(p))
 			}
 			for _, p := range tc.want.blackholes {

@@ -5,6 +5,8 @@ import (
 	"fmt"
 	"net/netip"
 	"slices"
+
+	"github.com/flatnet-io/flatnet/internal/hopset"
 )
 
 // ipv6DefaultMetric is the metric the kernel gives an IPv6 route that names
@@ -40,6 +42,7 @@ func keyOf(p netip.Prefix) routeKey { return routeKey{prefix: p, metric: default
 type target struct {
 	blackhole bool
 	nextHops  []netip.Addr
+	hops      hopset.Set // nextHops as stored
 }
 
 // kernelRoute is a route of the main table as the reconciler reads it.

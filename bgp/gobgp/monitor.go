@@ -214,23 +214,45 @@ func (m *monitor) converge() {
 	m.routes.Barrier(func() { close(m.converged) })
 }
 
+// flushChunk is how many prefixes flush reads from GoBGP at a time: a burst
+// of 100k new routes is read and published in pieces, so that the lookups,
+// GoBGP's copies of the paths and the changes do not all live at once.
+const flushChunk = 4096
+
 // flush publishes the current best paths of the dirty prefixes.
 func (m *monitor) flush(ctx context.Context, dirty map[netip.Prefix]struct{}) {
-	if len(dirty) == 0 {
-		return
+	chunk := make(map[netip.Prefix]struct{}, min(len(dirty), flushChunk))
+	for p := range dirty {
+		chunk[p] = struct{}{}
+		if len(chunk) == flushChunk {
+			if !m.flushChunk(ctx, chunk) {
+				return
+			}
+			clear(chunk)
+		}
 	}
-	rib, err := m.list(ctx, api.TableType_TABLE_TYPE_GLOBAL, "", dirty)
+	m.flushChunk(ctx, chunk)
+}
+
+// flushChunk publishes the current best paths of prefixes, and reports
+// whether it could read them.
+func (m *monitor) flushChunk(ctx context.Context, prefixes map[netip.Prefix]struct{}) bool {
+	if len(prefixes) == 0 {
+		return true
+	}
+	rib, err := m.list(ctx, api.TableType_TABLE_TYPE_GLOBAL, "", prefixes)
 	if err != nil {
 		if ctx.Err() == nil {
 			m.log.Error("read bgp rib", "err", err)
 		}
-		return
+		return false
 	}
-	changes := make([]bgp.Route, 0, len(dirty))
-	for p := range dirty {
+	changes := make([]bgp.Route, 0, len(prefixes))
+	for p := range prefixes {
 		changes = append(changes, bestRoute(p, rib[p]))
 	}
 	m.routes.Publish(changes)
+	return true
 }
 
 // classify classifies the Adj-RIB-In of the peers given (all: of every

@@ -9,6 +9,7 @@ import (
 	"log/slog"
 	"os"
 	"os/signal"
+	"runtime/debug"
 	"syscall"
 
 	"github.com/spf13/pflag"
@@ -17,7 +18,19 @@ import (
 	"github.com/flatnet-io/flatnet/config"
 )
 
+// gcPercent is the agent's GOGC unless the environment sets one. Go lets the
+// heap grow to (1 + GOGC/100) times what was live at the last collection
+// before it collects again; the agent's heap is mostly the routes it learned
+// (about 700 bytes a route, most of it GoBGP's tables), so at Go's default of
+// 100 its RSS is about twice that, plus the binary. 50 keeps RSS with 100k
+// learned routes under 200 MiB (docs/operations.md, "Memory") for some more
+// collector CPU while routes pour in.
+const gcPercent = 50
+
 func main() {
+	if os.Getenv("GOGC") == "" {
+		debug.SetGCPercent(gcPercent)
+	}
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 	err := run(ctx, os.Args[1:])
 	stop()
