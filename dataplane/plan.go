@@ -2,7 +2,6 @@ package dataplane
 
 import (
 	"cmp"
-	"maps"
 	"net/netip"
 	"slices"
 
@@ -182,7 +181,11 @@ func plan(keys map[routeKey]struct{}, d *desired, v *view) (ops []op, conflicts 
 }
 
 func sortedKeys(keys map[routeKey]struct{}) []routeKey {
-	return slices.SortedFunc(maps.Keys(keys), func(a, b routeKey) int {
+	out := make([]routeKey, 0, len(keys))
+	for k := range keys {
+		out = append(out, k)
+	}
+	slices.SortFunc(out, func(a, b routeKey) int {
 		if c := a.prefix.Addr().Compare(b.prefix.Addr()); c != 0 {
 			return c
 		}
@@ -191,4 +194,5 @@ func sortedKeys(keys map[routeKey]struct{}) []routeKey {
 		}
 		return cmp.Compare(a.metric, b.metric)
 	})
+	return out
 }

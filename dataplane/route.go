@@ -131,6 +131,10 @@ func validNextHops(p netip.Prefix, nextHops []netip.Addr) ([]netip.Addr, error) 
 	if len(nextHops) == 0 {
 		return nil, fmt.Errorf("route %s: no next hops", p)
 	}
+	if nh := nextHops[0]; len(nextHops) == 1 && nh.IsValid() && !nh.Is4In6() && nh.Zone() == "" && !nh.IsUnspecified() &&
+		!nh.IsLinkLocalUnicast() && nh.Is4() == p.Addr().Is4() {
+		return nextHops, nil // the common case, valid as it is: no copy
+	}
 	out := make([]netip.Addr, 0, len(nextHops))
 	var errs []error
 	for _, nh := range nextHops {

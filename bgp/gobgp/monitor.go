@@ -298,7 +298,7 @@ func (m *monitor) classify(ctx context.Context, peers map[netip.Addr]struct{}, a
 
 // list returns the paths GoBGP's table holds for each of prefixes.
 func (m *monitor) list(ctx context.Context, table api.TableType, peer string, prefixes map[netip.Prefix]struct{}) (map[netip.Prefix][]*apiutil.Path, error) {
-	out := map[netip.Prefix][]*apiutil.Path{}
+	out := make(map[netip.Prefix][]*apiutil.Path, len(prefixes))
 	err := m.walk(ctx, table, peer, prefixes, func(prefix netip.Prefix, paths []*apiutil.Path) { out[prefix] = paths })
 	if err != nil {
 		return nil, err

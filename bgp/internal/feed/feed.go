@@ -38,7 +38,7 @@ func New() *Feed {
 func (f *Feed) Publish(changes []bgp.Route) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	var out []bgp.Route
+	out := make([]bgp.Route, 0, len(changes))
 	for _, r := range changes {
 		old, had := f.routes[r.Prefix]
 		switch {
