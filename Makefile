@@ -64,6 +64,8 @@ test: deps build kube-bins image ## run the whole test suite (as root, the way C
 	$(GO) vet ./...
 	@unformatted=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$unformatted" ]; then echo "gofmt needed: $$unformatted"; exit 1; fi
 	$(GO) test -race -count=1 ./...
+	@echo "== the patch flatnet carries in third_party/gobgp (its own module)"
+	cd third_party/gobgp && $(GO) test -race -count=1 -run 'TestFSMHandlerEstablish' ./pkg/server
 
 .PHONY: lint
 lint: ## gofmt, go vet and golangci-lint (installed from the Go module proxy if missing)

@@ -97,3 +97,5 @@ tool (
 	google.golang.org/grpc/cmd/protoc-gen-go-grpc
 	google.golang.org/protobuf/cmd/protoc-gen-go
 )
+
+replace github.com/osrg/gobgp/v4 => ./third_party/gobgp

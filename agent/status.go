@@ -8,6 +8,7 @@ import (
 
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/types/known/timestamppb"
 
 	"github.com/flatnet-io/flatnet/agent/agentpb"
 	"github.com/flatnet-io/flatnet/bgp"
@@ -61,7 +62,7 @@ func (s *statusServer) Status(ctx context.Context, _ *agentpb.StatusRequest) (*a
 	}
 	for _, p := range peers {
 		resp.Peers = append(resp.Peers, &agentpb.Peer{
-			Name: p.Name, Address: p.Address.String(), Asn: p.ASN, State: p.State,
+			Name: p.Name, Address: p.Address.String(), Asn: p.ASN, State: p.State, Bfd: p.BFD,
 			UptimeSeconds: int64(p.Uptime.Seconds()),
 			Received:      p.Received, Accepted: p.Accepted, Rejected: p.Rejected, Advertised: p.Advertised,
 			Mesh: strings.HasPrefix(p.Name, mesh.PeerNamePrefix),
@@ -74,6 +75,9 @@ func (s *statusServer) Status(ctx context.Context, _ *agentpb.StatusRequest) (*a
 	resp.Routes = &agentpb.Routes{
 		Learned: int64(c.Routes), Ecmp: int64(c.ECMP), Blackholes: int64(c.Blackholes), Pending: int64(c.Pending),
 		Conflicts: int64(c.Conflicts), Stale: int64(c.Stale), Converged: c.Converged, LastError: c.LastError,
+	}
+	if c.LastError != "" {
+		resp.Routes.LastErrorAt = timestamppb.New(c.LastErrorAt)
 	}
 	return resp, nil
 }

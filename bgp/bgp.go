@@ -152,10 +152,13 @@ type ImportPolicy struct {
 }
 
 // BFD turns on Bidirectional Forwarding Detection (RFC 5880, single hop, UDP
-// port 3784) for a peer: when BFD declares it down, the BGP session is reset.
-// BFD stops with the speaker, so a peer may take a graceful Stop for a
-// failure and drop our routes after all, unless it keeps graceful restart
-// through a BFD down.
+// port 3784) for a peer: when BFD declares it down, the BGP session is reset
+// and the peer's routes withdrawn; a new session follows within seconds of
+// the path coming back. BFD stops with the speaker, after the sessions: a
+// peer sees a graceful Stop as the restart it is (the session ended first)
+// and keeps our routes, as long as a BFD down while it waits does not end
+// graceful restart (FRR: `neighbor X bfd check-control-plane-failure`;
+// flatnet's speaker: it does not).
 type BFD struct {
 	// Interval is the desired transmit and required receive interval;
 	// whole microseconds. 0 means 300ms.
@@ -191,7 +194,10 @@ type PeerStatus struct {
 	Address netip.Addr
 	ASN     uint32
 	State   string // one of the State constants
-	Uptime  time.Duration
+	// BFD is the peer's BFD session state: "" without BFD, else one of the
+	// BFD constants.
+	BFD    string
+	Uptime time.Duration
 	// Received, Accepted, Advertised and Rejected are counts of prefixes.
 	Received, Accepted, Advertised, Rejected uint64
 }
@@ -206,6 +212,14 @@ const (
 	StateOpenConfirm = "openconfirm"
 	StateEstablished = "established"
 	StatePrefixLimit = "prefix-limit"
+)
+
+// PeerStatus.BFD values (RFC 5880 session states).
+const (
+	BFDDown      = "down"
+	BFDInit      = "init"
+	BFDUp        = "up"
+	BFDAdminDown = "admin-down"
 )
 
 // Defaults the zero values of Config, Peer and BFD stand for.

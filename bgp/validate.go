@@ -186,13 +186,20 @@ func (p Peer) Check(c Config) []FieldError {
 			errs = append(errs, fieldErr(field, a, "has host bits set; did you mean %s?", a.Masked()))
 		}
 	}
-	if b := p.BFD; b != nil {
-		if i := b.Interval; i != 0 && (i < MinBFDInterval || i > MaxBFDInterval || i%time.Microsecond != 0) {
-			errs = append(errs, fieldErr("bfd.interval", i, "want %v..%v in whole microseconds, or 0 for %v", MinBFDInterval, MaxBFDInterval, DefaultBFDInterval))
-		}
-		if b.Multiplier > 255 {
-			errs = append(errs, fieldErr("bfd.multiplier", b.Multiplier, "want 1..255, or 0 for %d", DefaultBFDMultiplier))
-		}
+	return append(errs, CheckBFD("bfd", p.BFD)...)
+}
+
+// CheckBFD checks BFD settings at field (nil: off).
+func CheckBFD(field string, b *BFD) []FieldError {
+	if b == nil {
+		return nil
+	}
+	var errs []FieldError
+	if i := b.Interval; i != 0 && (i < MinBFDInterval || i > MaxBFDInterval || i%time.Microsecond != 0) {
+		errs = append(errs, fieldErr(field+".interval", i, "want %v..%v in whole microseconds, or 0 for %v", MinBFDInterval, MaxBFDInterval, DefaultBFDInterval))
+	}
+	if b.Multiplier > 255 {
+		errs = append(errs, fieldErr(field+".multiplier", b.Multiplier, "want 1..255, or 0 for %d", DefaultBFDMultiplier))
 	}
 	return errs
 }

@@ -25,7 +25,7 @@ func (b BGP) Speaker() bgp.Config {
 
 // MeshTemplate is the settings every mesh session gets.
 func (b BGP) MeshTemplate() bgp.Peer {
-	return bgp.Peer{Password: b.MeshPassword, HoldTime: b.MeshHoldTime, KeepaliveInterval: b.MeshKeepaliveInterval}
+	return bgp.Peer{Password: b.MeshPassword, HoldTime: b.MeshHoldTime, KeepaliveInterval: b.MeshKeepaliveInterval, BFD: b.MeshBFD.bgp()}
 }
 
 // BGP returns the peer p describes. Its numbers must fit (Validate checks
@@ -36,9 +36,16 @@ func (p Peer) BGP() bgp.Peer {
 		RRClient: p.RRClient, Multihop: uint8(p.Multihop), HoldTime: p.HoldTime, KeepaliveInterval: p.KeepaliveInterval,
 		Passive: p.Passive, MaxPrefixes: p.MaxPrefixes,
 		Import: bgp.ImportPolicy{Allow: p.Import.Allow, AllowDefault: p.Import.AllowDefault},
-	}
-	if p.BFD.Enabled {
-		out.BFD = &bgp.BFD{Interval: p.BFD.Interval, Multiplier: uint32(min(max(p.BFD.Multiplier, 0), math.MaxUint32))}
+		BFD:    p.BFD.bgp(),
 	}
 	return out
+}
+
+// bgp is the speaker's BFD for f: nil when off. A negative multiplier is
+// Validate's to report; here it is 0, the default.
+func (f BFD) bgp() *bgp.BFD {
+	if !f.Enabled {
+		return nil
+	}
+	return &bgp.BFD{Interval: f.Interval, Multiplier: uint32(min(max(f.Multiplier, 0), math.MaxUint32))}
 }

@@ -127,6 +127,10 @@ type BGP struct {
 	// 0 means 90s and a third of the hold time.
 	MeshHoldTime          time.Duration `mapstructure:"meshHoldTime"`
 	MeshKeepaliveInterval time.Duration `mapstructure:"meshKeepaliveInterval"`
+	// MeshBFD runs BFD on the mesh sessions, so that a node that dies is
+	// noticed in Interval × Multiplier rather than the hold time. Every node
+	// needs it on: BFD is not negotiated.
+	MeshBFD BFD `mapstructure:"meshBFD"`
 	// Multipath installs every equally good path (ECMP).
 	Multipath bool `mapstructure:"multipath"`
 	// ConvergeTimeout bounds how long after start the agent waits for its

@@ -141,6 +141,11 @@ func TestLoadBGPErrors(t *testing.T) {
 		{"unknown peer key", "bgp:\n  peers:\n    - {name: a, address: 192.0.2.1, asn: 65001, holdtme: 9s}\n", []string{"unknown key bgp.peers[0].holdtme (did you mean holdTime?)"}},
 		{"unknown peer bfd key", "bgp:\n  peers:\n    - {name: a, address: 192.0.2.1, asn: 65001, bfd: {enable: true}}\n", []string{"unknown key bgp.peers[0].bfd.enable (did you mean enabled?)"}},
 		{"peers not a list", "bgp:\n  peers: tor\n", []string{`bgp.peers "tor": want a list of mappings`}},
+		{"bad mesh bfd", "bgp:\n  meshBFD: {enabled: true, interval: 10us, multiplier: 300}\n", []string{
+			"bgp.meshBFD.interval 10µs: want 1ms..1h0m0s in whole microseconds, or 0 for 300ms",
+			"bgp.meshBFD.multiplier 300: want 1..255, or 0 for 3",
+		}},
+		{"unknown mesh bfd key", "bgp:\n  meshBFD: {enable: true}\n", []string{"unknown key bgp.meshBFD.enable (did you mean enabled?)"}},
 		{
 			name: "peer without name, address and asn",
 			yaml: "bgp:\n  peers:\n    - {port: 179}\n",

@@ -230,6 +230,11 @@ func (b BGP) validate() []error {
 	}
 	errs = append(errs, fieldErrs("bgp", bgp.CheckPassword("meshPassword", b.MeshPassword))...)
 	errs = append(errs, fieldErrs("bgp", bgp.CheckTimers("meshHoldTime", "meshKeepaliveInterval", b.MeshHoldTime, b.MeshKeepaliveInterval))...)
+	if m := b.MeshBFD.Multiplier; b.MeshBFD.Enabled && m < 0 {
+		errs = append(errs, invalid("bgp.meshBFD.multiplier", m, "want 1..255, or 0 for %d", bgp.DefaultBFDMultiplier))
+	} else {
+		errs = append(errs, fieldErrs("bgp", bgp.CheckBFD("meshBFD", b.MeshBFD.bgp()))...)
+	}
 	seen := map[netip.Addr]int{}
 	for i, a := range b.ListenAddresses {
 		key := fmt.Sprintf("bgp.listenAddresses[%d]", i)

@@ -3,21 +3,25 @@ package dataplane
 import (
 	"net/netip"
 	"time"
+
+	"github.com/flatnet-io/flatnet/internal/hopset"
 )
 
 // Counts describes the reconciler's routes for `flatnetctl status`.
 type Counts struct {
-	Routes      int // learned routes of ours in the kernel
-	ECMP        int // of those, routes with more than one next hop
-	Blackholes  int // blackhole routes of ours in the kernel
-	Desired     int // prefixes wanted: learned routes and blackholes
-	Pending     int // wanted prefixes the kernel does not have as wanted yet
-	Conflicts   int // wanted prefixes held by a route of another owner
-	Stale       int // routes of ours nobody wants, kept until MarkConverged
-	Converged   bool
-	RoundTrips  uint64 // acknowledged netlink batches sent
-	Failures    uint64 // passes that left something unwritten
-	LastError   string // the latest of those failures, "" if none
+	Routes     int // learned routes of ours in the kernel
+	ECMP       int // of those, routes with more than one next hop
+	Blackholes int // blackhole routes of ours in the kernel
+	Desired    int // prefixes wanted: learned routes and blackholes
+	Pending    int // wanted prefixes the kernel does not have as wanted yet
+	Conflicts  int // wanted prefixes held by a route of another owner
+	Stale      int // routes of ours nobody wants, kept until MarkConverged
+	Converged  bool
+	RoundTrips uint64 // acknowledged netlink batches sent
+	Failures   uint64 // passes that left something unwritten
+	// LastError is the latest of those failures, and LastErrorAt when it
+	// happened; "" once a pass over every route has written them all.
+	LastError   string
 	LastErrorAt time.Time
 }
 
@@ -38,7 +42,7 @@ func (r *Reconciler) Counts() Counts {
 		switch {
 		case kr.blackhole:
 			c.Blackholes++
-		case len(kr.nextHops) > 1:
+		case kr.hops.Len() > 1:
 			c.ECMP++
 			fallthrough
 		default:
@@ -46,13 +50,14 @@ func (r *Reconciler) Counts() Counts {
 		}
 	}
 	c.Stale = r.countStale()
+	decoded := map[hopset.Set][]netip.Addr{}
 	count := func(p netip.Prefix) {
 		c.Desired++
 		k := keyOf(p)
 		if _, ok := r.view.foreign[k]; ok {
 			c.Conflicts++
 		}
-		t, _ := r.want.target(p)
+		t, _ := r.want.target(p, decoded)
 		if have, ok := r.view.ours[k]; !ok || !have.is(t) {
 			c.Pending++
 		}

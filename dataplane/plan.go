@@ -2,15 +2,16 @@ package dataplane
 
 import (
 	"cmp"
-	"maps"
 	"net/netip"
 	"slices"
+
+	"github.com/flatnet-io/flatnet/internal/hopset"
 )
 
 // desired is the routes the caller wants. A prefix that is both a learned
 // route and a blackhole is a blackhole: it is one of this node's blocks.
 type desired struct {
-	routes     map[netip.Prefix][]netip.Addr // learned: prefix → sorted next hops
+	routes     map[netip.Prefix]hopset.Set // learned: prefix → sorted next hops
 	blackholes map[netip.Prefix]struct{}
 	// named holds the prefixes the caller has named since start; until
 	// converged only these may lose a route of ours. Nil once converged.
@@ -20,38 +21,53 @@ type desired struct {
 
 func newDesired() desired {
 	return desired{
-		routes:     map[netip.Prefix][]netip.Addr{},
+		routes:     map[netip.Prefix]hopset.Set{},
 		blackholes: map[netip.Prefix]struct{}{},
 		named:      map[netip.Prefix]struct{}{},
 	}
 }
 
-// target returns what is wanted at p.
-func (d *desired) target(p netip.Prefix) (target, bool) {
+// target returns what is wanted at p. decoded, if not nil, holds the next
+// hops of the sets decoded so far, shared (read-only) by the targets.
+func (d *desired) target(p netip.Prefix, decoded map[hopset.Set][]netip.Addr) (target, bool) {
 	if _, ok := d.blackholes[p]; ok {
 		return target{blackhole: true}, true
 	}
-	if nh, ok := d.routes[p]; ok {
-		return target{nextHops: nh}, true
+	nh, ok := d.routes[p]
+	if !ok {
+		return target{}, false
 	}
-	return target{}, false
+	hops, ok := decoded[nh]
+	if !ok {
+		hops = nh.Addrs()
+		if decoded != nil {
+			decoded[nh] = hops
+		}
+	}
+	return target{nextHops: hops, hops: nh}, true
 }
 
-// name records that the caller has spoken about p in this run.
+// name records that the caller has withdrawn p (or never wanted it) in
+// this run. Wanting p names it too, without a record: it is in routes or
+// blackholes while wanted, and withdrawing it records it. (Recording every
+// prefix wanted took as much memory as the wanted routes themselves.)
 func (d *desired) name(p netip.Prefix) {
 	if !d.converged {
 		d.named[p] = struct{}{}
 	}
 }
 
-// mayRemove reports whether a route of ours at p that is not wanted may go:
-// always once converged, before that only if the caller named p in this run.
+// mayRemove reports whether a route of ours at p that is not wanted (or not
+// at its metric) may go: always once converged, before that only if the
+// caller named p in this run.
 func (d *desired) mayRemove(p netip.Prefix) bool {
 	if d.converged {
 		return true
 	}
-	_, ok := d.named[p]
-	return ok
+	_, named := d.named[p]
+	_, route := d.routes[p]
+	_, blackhole := d.blackholes[p]
+	return named || route || blackhole
 }
 
 func (d *desired) markConverged() {
@@ -62,12 +78,13 @@ func (d *desired) markConverged() {
 // view is the reconciler's picture of the main table: our routes, and the
 // keys at which some other route sits.
 type view struct {
-	ours    map[routeKey]kernelRoute
+	ours    map[routeKey]viewRoute
 	foreign map[routeKey]struct{}
+	hops    hopset.Cache
 }
 
 func newView(routes []kernelRoute) view {
-	v := view{ours: map[routeKey]kernelRoute{}, foreign: map[routeKey]struct{}{}}
+	v := view{ours: make(map[routeKey]viewRoute, len(routes)), foreign: map[routeKey]struct{}{}}
 	for _, r := range routes {
 		v.set(r)
 	}
@@ -77,7 +94,7 @@ func newView(routes []kernelRoute) view {
 // set records that r is in the kernel.
 func (v *view) set(r kernelRoute) {
 	if r.owned() {
-		v.ours[r.key] = r
+		v.ours[r.key] = v.toView(r)
 		return
 	}
 	v.foreign[r.key] = struct{}{}
@@ -119,7 +136,7 @@ func (v *view) done(o op) {
 		delete(v.ours, o.key)
 		return
 	}
-	v.ours[o.key] = o.route()
+	v.ours[o.key] = v.toView(o.route())
 }
 
 // allKeys returns every key the desired state or our routes name.
@@ -144,10 +161,13 @@ func allKeys(d *desired, v *view) map[routeKey]struct{} {
 // given (resolveNextHops).
 func plan(keys map[routeKey]struct{}, d *desired, v *view, resolve func(netip.Addr) netip.Addr) (ops []op, conflicts []routeKey) {
 	var deletes []op
+	decoded := map[hopset.Set][]netip.Addr{} // the ops of one set share its slice
 	for _, k := range sortedKeys(keys) {
-		t, wanted := d.target(k.prefix)
+		t, wanted := d.target(k.prefix, decoded)
 		if wanted && !t.blackhole && resolve != nil {
-			t.nextHops = resolveNextHops(t.nextHops, resolve)
+			if hops := resolveNextHops(t.nextHops, resolve); !slices.Equal(hops, t.nextHops) {
+				t.nextHops, t.hops = hops, hopset.Make(hops)
+			}
 		}
 		wanted = wanted && k.metric == defaultMetric(k.prefix)
 		have, ours := v.ours[k]
@@ -160,16 +180,22 @@ func plan(keys map[routeKey]struct{}, d *desired, v *view, resolve func(netip.Ad
 		case wanted && !have.is(t):
 			ops = append(ops, op{kind: opReplace, key: k, blackhole: t.blackhole, nextHops: t.nextHops})
 		case !wanted && ours && d.mayRemove(k.prefix):
-			deletes = append(deletes, op{kind: opDelete, key: k, blackhole: have.blackhole, nextHops: have.nextHops, oif: have.oif})
+			r := have.route(k)
+			deletes = append(deletes, op{kind: opDelete, key: k, blackhole: r.blackhole, nextHops: r.nextHops, oif: r.oif})
 		}
 	}
 	return append(ops, deletes...), conflicts
 }
 
 func sortedKeys(keys map[routeKey]struct{}) []routeKey {
-	return slices.SortedFunc(maps.Keys(keys), func(a, b routeKey) int {
+	out := make([]routeKey, 0, len(keys))
+	for k := range keys {
+		out = append(out, k)
+	}
+	slices.SortFunc(out, func(a, b routeKey) int {
 		return cmp.Or(a.prefix.Compare(b.prefix), cmp.Compare(a.metric, b.metric))
 	})
+	return out
 }
 
 // resolveNextHops maps BGP next hops to the gateways the kernel can use: a

@@ -6,6 +6,8 @@ import (
 	"testing"
 
 	"github.com/google/go-cmp/cmp"
+
+	"github.com/flatnet-io/flatnet/internal/hopset"
 )
 
 var (
@@ -194,7 +196,7 @@ func TestPlan(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			d := newDesired()
 			for p, nhs := range tc.want.routes {
-				d.routes[pfx(p)] = addrs(nhs...)
+				d.routes[pfx(p)] = hopset.Make(addrs(nhs...))
 				d.name(pfx(p))
 			}
 			for _, p := range tc.want.blackholes {
@@ -268,8 +270,8 @@ func TestPlanResolvesNextHops(t *testing.T) {
 	}
 	p1, p2 := netip.MustParsePrefix("10.244.0.64/26"), netip.MustParsePrefix("10.244.0.128/26")
 	d := newDesired()
-	d.routes[p1] = []netip.Addr{remote1, remote2}
-	d.routes[p2] = []netip.Addr{direct}
+	d.routes[p1] = hopset.Make([]netip.Addr{remote1, remote2})
+	d.routes[p2] = hopset.Make([]netip.Addr{direct})
 	v := newView(nil)
 	ops, _ := plan(allKeys(&d, &v), &d, &v, resolve)
 	if len(ops) != 2 || !slices.Equal(ops[0].nextHops, []netip.Addr{tor}) || !slices.Equal(ops[1].nextHops, []netip.Addr{direct}) {

@@ -6,9 +6,10 @@ import (
 	"fmt"
 	"log/slog"
 	"net/netip"
-	"slices"
 	"sync"
 	"time"
+
+	"github.com/flatnet-io/flatnet/internal/hopset"
 )
 
 // ErrConflict is reported for a wanted route whose key (prefix and metric) a
@@ -76,6 +77,7 @@ type Reconciler struct {
 	reading bool                  // a resync is reading the kernel: events wait in held
 	held    []routeEvent
 	stats   stats
+	hops    hopset.Cache // Upsert's
 }
 
 type stats struct {
@@ -112,9 +114,9 @@ func (r *Reconciler) Upsert(prefix netip.Prefix, nextHops []netip.Addr) error {
 		return err
 	}
 	r.mu.Lock()
-	r.want.name(p)
-	if old, ok := r.want.routes[p]; !ok || !slices.Equal(old, nh) {
-		r.want.routes[p] = nh
+	hops := r.hops.Make(nh)
+	if old, ok := r.want.routes[p]; !ok || old != hops {
+		r.want.routes[p] = hops
 		r.dirty[keyOf(p)] = struct{}{}
 	}
 	r.mu.Unlock()
@@ -141,27 +143,29 @@ func (r *Reconciler) Delete(prefix netip.Prefix) {
 // Invalid entries are left out and reported; the rest take effect. The
 // tests' way to want many routes at once; callers Upsert.
 func (r *Reconciler) setRoutes(routes map[netip.Prefix][]netip.Addr) error {
-	next := make(map[netip.Prefix][]netip.Addr, len(routes))
+	next := make(map[netip.Prefix]hopset.Set, len(routes))
 	var errs []error
 	for prefix, nextHops := range routes {
 		p, err := validPrefix(prefix)
+		var nh []netip.Addr
 		if err == nil {
-			next[p], err = validNextHops(p, nextHops)
+			nh, err = validNextHops(p, nextHops)
 		}
 		if err != nil {
-			delete(next, p)
 			errs = append(errs, err)
+			continue
 		}
+		next[p] = hopset.Make(nh)
 	}
 	r.mu.Lock()
 	for p := range r.want.routes {
 		if _, ok := next[p]; !ok {
+			r.want.name(p)
 			r.dirty[keyOf(p)] = struct{}{}
 		}
 	}
 	for p, nh := range next {
-		r.want.name(p)
-		if old, ok := r.want.routes[p]; !ok || !slices.Equal(old, nh) {
+		if old, ok := r.want.routes[p]; !ok || old != nh {
 			r.dirty[keyOf(p)] = struct{}{}
 		}
 	}
@@ -187,11 +191,11 @@ func (r *Reconciler) SetBlackholes(prefixes []netip.Prefix) error {
 	r.mu.Lock()
 	for p := range r.want.blackholes {
 		if _, ok := next[p]; !ok {
+			r.want.name(p)
 			r.dirty[keyOf(p)] = struct{}{}
 		}
 	}
 	for p := range next {
-		r.want.name(p)
 		if _, ok := r.want.blackholes[p]; !ok {
 			r.dirty[keyOf(p)] = struct{}{}
 		}
@@ -354,7 +358,8 @@ func (r *Reconciler) resync(ctx context.Context) error {
 func (r *Reconciler) reconcile(ctx context.Context, all bool) error {
 	r.mu.Lock()
 	keys := r.dirty
-	if all || r.full {
+	whole := all || r.full
+	if whole {
 		keys = allKeys(&r.want, &r.view)
 	}
 	r.dirty, r.full = map[routeKey]struct{}{}, false
@@ -389,6 +394,11 @@ func (r *Reconciler) reconcile(ctx context.Context, all bool) error {
 		r.log.Debug("routes written", "writes", len(ops), "failed", len(errs)-len(conflicts))
 	}
 	if len(errs) == 0 {
+		if whole { // every route is as wanted: earlier failures are gone
+			r.mu.Lock()
+			r.stats.lastErr, r.stats.lastErrAt = nil, time.Time{}
+			r.mu.Unlock()
+		}
 		return nil
 	}
 	if ctx.Err() != nil { // shutting down: the next run resyncs
@@ -413,7 +423,7 @@ func (r *Reconciler) countStale() int {
 	}
 	n := 0
 	for k := range r.view.ours {
-		_, wanted := r.want.target(k.prefix)
+		_, wanted := r.want.target(k.prefix, nil)
 		if (!wanted || k.metric != defaultMetric(k.prefix)) && !r.want.mayRemove(k.prefix) {
 			n++
 		}

@@ -6,6 +6,7 @@ import (
 	"net/netip"
 	"slices"
 	"sort"
+	"strings"
 	"sync"
 	"syscall"
 	"testing"
@@ -183,6 +184,29 @@ func TestReconcilerRestartKeepsRoutesUntilConverged(t *testing.T) {
 	wantTable(t, f, "10.0.1.0/26 via [192.0.2.2]", "10.0.0.5/32 pod", "10.0.9.0/24 foreign")
 }
 
+// A prefix the caller names in this run is not stale: withdrawn, or wanted
+// at another metric than the route of the earlier run, it goes before
+// convergence. The others wait.
+func TestReconcilerNamedPrefixesGoBeforeConverged(t *testing.T) {
+	ctx := t.Context()
+	old := learned("10.0.3.0/26", "192.0.2.2")
+	old.key.metric = 50
+	f := newFakeKernel(
+		learned("10.0.1.0/26", "192.0.2.2"), // withdrawn in this run
+		learned("10.0.2.0/26", "192.0.2.2"), // never named
+		old,                                 // wanted again, at the default metric
+		learned("10.0.4.0/26", "192.0.2.2"), // wanted, then dropped by SetRoutes
+	)
+	r := newTestReconciler(t, f)
+	must(t, r.resync(ctx))
+	must(t, r.Upsert(pfx("10.0.1.0/26"), addrs("192.0.2.3")))
+	r.Delete(pfx("10.0.1.0/26"))
+	must(t, r.setRoutes(map[netip.Prefix][]netip.Addr{pfx("10.0.3.0/26"): addrs("192.0.2.2"), pfx("10.0.4.0/26"): addrs("192.0.2.2")}))
+	must(t, r.setRoutes(map[netip.Prefix][]netip.Addr{pfx("10.0.3.0/26"): addrs("192.0.2.2")}))
+	must(t, r.reconcile(ctx, true))
+	wantTable(t, f, "10.0.2.0/26 via [192.0.2.2]", "10.0.3.0/26 via [192.0.2.2]")
+}
+
 func TestReconcilerWritesAndRepairs(t *testing.T) {
 	ctx := t.Context()
 	f := newFakeKernel(podRoute("10.0.0.5/32"))
@@ -251,6 +275,17 @@ func TestReconcilerReportsErrorsPerRoute(t *testing.T) {
 		t.Errorf("resync() = %v, want only the conflict", err)
 	}
 	wantTable(t, f, "10.0.1.0/26 via [192.0.2.2]", "10.0.2.0/26 via [192.0.2.2]", "10.0.3.0/26 foreign")
+	if c := r.Counts(); strings.Contains(c.LastError, "unreachable") || !strings.Contains(c.LastError, "10.0.3.0/26") || c.LastErrorAt.IsZero() {
+		t.Errorf("Counts() = %+v, want the conflict as the last error, with its time, and the unreachable next hop gone", c)
+	}
+
+	// Once the conflict is gone too, a pass over every route clears the
+	// last error: it no longer holds.
+	f.external(true, withProto(learned("10.0.3.0/26", "192.0.2.9"), 4))
+	must(t, r.resync(ctx))
+	if c := r.Counts(); c.LastError != "" || !c.LastErrorAt.IsZero() || c.Failures != 2 {
+		t.Errorf("Counts() = %+v, want no last error (2 failures counted)", c)
+	}
 }
 
 func TestReconcilerAppliesEventsHeldDuringRead(t *testing.T) {

@@ -5,6 +5,8 @@ import (
 	"fmt"
 	"net/netip"
 	"slices"
+
+	"github.com/flatnet-io/flatnet/internal/hopset"
 )
 
 // ipv6DefaultMetric is the metric the kernel gives an IPv6 route that names
@@ -40,6 +42,7 @@ func keyOf(p netip.Prefix) routeKey { return routeKey{prefix: p, metric: default
 type target struct {
 	blackhole bool
 	nextHops  []netip.Addr
+	hops      hopset.Set // nextHops as stored
 }
 
 // kernelRoute is a route of the main table as the reconciler reads it.
@@ -127,6 +130,10 @@ func validPrefix(p netip.Prefix) (netip.Prefix, error) {
 func validNextHops(p netip.Prefix, nextHops []netip.Addr) ([]netip.Addr, error) {
 	if len(nextHops) == 0 {
 		return nil, fmt.Errorf("route %s: no next hops", p)
+	}
+	if nh := nextHops[0]; len(nextHops) == 1 && nh.IsValid() && !nh.Is4In6() && nh.Zone() == "" && !nh.IsUnspecified() &&
+		!nh.IsLinkLocalUnicast() && nh.Is4() == p.Addr().Is4() {
+		return nextHops, nil // the common case, valid as it is: no copy
 	}
 	out := make([]netip.Addr, 0, len(nextHops))
 	var errs []error

@@ -15,13 +15,18 @@ func (l *Lab) frrDir(node string) string { return l.state(node, "frr") }
 func (l *Lab) birdDir(node string) string { return l.state(node, "bird") }
 
 // startFRR runs zebra and bgpd in a router's namespace, with the
-// configuration bound at FRRConfigPath as bgpd's.
+// configuration bound at FRRConfigPath as bgpd's, and bfdd too when the
+// daemons file bound at FRRDaemonsPath says bfdd=yes.
 func (l *Lab) startFRR(ctx context.Context, n *topology.Node) error {
 	conf, _ := l.T.Bind(n, topology.FRRConfigPath)
-	if _, err := router.StartFRR(ctx, router.Options{NetNS: l.NS(n.Name), Dir: l.frrDir(n.Name), Config: conf, Detach: true}); err != nil {
+	bfdd, err := l.T.DaemonEnabled(n, "bfdd")
+	if err != nil {
 		return fmt.Errorf("node %s: %w", n.Name, err)
 	}
-	l.logf("node %s: FRR zebra+bgpd up (vtysh --vty_socket %s)", n.Name, l.frrDir(n.Name))
+	if _, err := router.StartFRR(ctx, router.Options{NetNS: l.NS(n.Name), Dir: l.frrDir(n.Name), Config: conf, Detach: true, BFD: bfdd}); err != nil {
+		return fmt.Errorf("node %s: %w", n.Name, err)
+	}
+	l.logf("node %s: FRR up (vtysh --vty_socket %s)", n.Name, l.frrDir(n.Name))
 	return nil
 }
 

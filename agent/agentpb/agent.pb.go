@@ -12,6 +12,7 @@ package agentpb
 import (
 	protoreflect "google.golang.org/protobuf/reflect/protoreflect"
 	protoimpl "google.golang.org/protobuf/runtime/protoimpl"
+	timestamppb "google.golang.org/protobuf/types/known/timestamppb"
 	reflect "reflect"
 	sync "sync"
 	unsafe "unsafe"
@@ -172,6 +173,7 @@ type Peer struct {
 	Rejected      uint64                 `protobuf:"varint,8,opt,name=rejected,proto3" json:"rejected,omitempty"`
 	Advertised    uint64                 `protobuf:"varint,9,opt,name=advertised,proto3" json:"advertised,omitempty"`
 	Mesh          bool                   `protobuf:"varint,10,opt,name=mesh,proto3" json:"mesh,omitempty"`
+	Bfd           string                 `protobuf:"bytes,11,opt,name=bfd,proto3" json:"bfd,omitempty"` // BFD session: "" (no BFD), down, init, up, admin-down
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -276,6 +278,13 @@ func (x *Peer) GetMesh() bool {
 	return false
 }
 
+func (x *Peer) GetBfd() string {
+	if x != nil {
+		return x.Bfd
+	}
+	return ""
+}
+
 type Advert struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	Prefix        string                 `protobuf:"bytes,1,opt,name=prefix,proto3" json:"prefix,omitempty"`
@@ -329,15 +338,18 @@ func (x *Advert) GetNextHop() string {
 }
 
 type Routes struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Learned       int64                  `protobuf:"varint,1,opt,name=learned,proto3" json:"learned,omitempty"`       // learned routes of flatnet's in the kernel
-	Ecmp          int64                  `protobuf:"varint,2,opt,name=ecmp,proto3" json:"ecmp,omitempty"`             // of those, with more than one next hop
-	Blackholes    int64                  `protobuf:"varint,3,opt,name=blackholes,proto3" json:"blackholes,omitempty"` // over this node's blocks
-	Pending       int64                  `protobuf:"varint,4,opt,name=pending,proto3" json:"pending,omitempty"`       // wanted, not (yet) as wanted in the kernel
-	Conflicts     int64                  `protobuf:"varint,5,opt,name=conflicts,proto3" json:"conflicts,omitempty"`   // wanted, held by another owner's route
-	Stale         int64                  `protobuf:"varint,6,opt,name=stale,proto3" json:"stale,omitempty"`           // of an earlier run, kept until BGP has converged
-	Converged     bool                   `protobuf:"varint,7,opt,name=converged,proto3" json:"converged,omitempty"`
+	state      protoimpl.MessageState `protogen:"open.v1"`
+	Learned    int64                  `protobuf:"varint,1,opt,name=learned,proto3" json:"learned,omitempty"`       // learned routes of flatnet's in the kernel
+	Ecmp       int64                  `protobuf:"varint,2,opt,name=ecmp,proto3" json:"ecmp,omitempty"`             // of those, with more than one next hop
+	Blackholes int64                  `protobuf:"varint,3,opt,name=blackholes,proto3" json:"blackholes,omitempty"` // over this node's blocks
+	Pending    int64                  `protobuf:"varint,4,opt,name=pending,proto3" json:"pending,omitempty"`       // wanted, not (yet) as wanted in the kernel
+	Conflicts  int64                  `protobuf:"varint,5,opt,name=conflicts,proto3" json:"conflicts,omitempty"`   // wanted, held by another owner's route
+	Stale      int64                  `protobuf:"varint,6,opt,name=stale,proto3" json:"stale,omitempty"`           // of an earlier run, kept until BGP has converged
+	Converged  bool                   `protobuf:"varint,7,opt,name=converged,proto3" json:"converged,omitempty"`
+	// The latest failure to write a route, and when; cleared by the next pass
+	// over every route that writes them all.
 	LastError     string                 `protobuf:"bytes,8,opt,name=last_error,json=lastError,proto3" json:"last_error,omitempty"`
+	LastErrorAt   *timestamppb.Timestamp `protobuf:"bytes,9,opt,name=last_error_at,json=lastErrorAt,proto3" json:"last_error_at,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -428,11 +440,18 @@ func (x *Routes) GetLastError() string {
 	return ""
 }
 
+func (x *Routes) GetLastErrorAt() *timestamppb.Timestamp {
+	if x != nil {
+		return x.LastErrorAt
+	}
+	return nil
+}
+
 var File_agent_agentpb_agent_proto protoreflect.FileDescriptor
 
 const file_agent_agentpb_agent_proto_rawDesc = "" +
 	"\n" +
-	"\x19agent/agentpb/agent.proto\x12\x10flatnet.agent.v1\"\x0f\n" +
+	"\x19agent/agentpb/agent.proto\x12\x10flatnet.agent.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"\x0f\n" +
 	"\rStatusRequest\"\xa6\x02\n" +
 	"\x0eStatusResponse\x12\x12\n" +
 	"\x04node\x18\x01 \x01(\tR\x04node\x12\x10\n" +
@@ -443,7 +462,7 @@ const file_agent_agentpb_agent_proto_rawDesc = "" +
 	"\aadverts\x18\x06 \x03(\v2\x18.flatnet.agent.v1.AdvertR\aadverts\x120\n" +
 	"\x06routes\x18\a \x01(\v2\x18.flatnet.agent.v1.RoutesR\x06routes\x12\x1f\n" +
 	"\vbgp_enabled\x18\b \x01(\bR\n" +
-	"bgpEnabled\"\x8b\x02\n" +
+	"bgpEnabled\"\x9d\x02\n" +
 	"\x04Peer\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x18\n" +
 	"\aaddress\x18\x02 \x01(\tR\aaddress\x12\x10\n" +
@@ -457,10 +476,11 @@ const file_agent_agentpb_agent_proto_rawDesc = "" +
 	"advertised\x18\t \x01(\x04R\n" +
 	"advertised\x12\x12\n" +
 	"\x04mesh\x18\n" +
-	" \x01(\bR\x04mesh\";\n" +
+	" \x01(\bR\x04mesh\x12\x10\n" +
+	"\x03bfd\x18\v \x01(\tR\x03bfd\";\n" +
 	"\x06Advert\x12\x16\n" +
 	"\x06prefix\x18\x01 \x01(\tR\x06prefix\x12\x19\n" +
-	"\bnext_hop\x18\x02 \x01(\tR\anextHop\"\xe1\x01\n" +
+	"\bnext_hop\x18\x02 \x01(\tR\anextHop\"\xa1\x02\n" +
 	"\x06Routes\x12\x18\n" +
 	"\alearned\x18\x01 \x01(\x03R\alearned\x12\x12\n" +
 	"\x04ecmp\x18\x02 \x01(\x03R\x04ecmp\x12\x1e\n" +
@@ -472,7 +492,8 @@ const file_agent_agentpb_agent_proto_rawDesc = "" +
 	"\x05stale\x18\x06 \x01(\x03R\x05stale\x12\x1c\n" +
 	"\tconverged\x18\a \x01(\bR\tconverged\x12\x1d\n" +
 	"\n" +
-	"last_error\x18\b \x01(\tR\tlastError2T\n" +
+	"last_error\x18\b \x01(\tR\tlastError\x12>\n" +
+	"\rlast_error_at\x18\t \x01(\v2\x1a.google.protobuf.TimestampR\vlastErrorAt2T\n" +
 	"\x05Agent\x12K\n" +
 	"\x06Status\x12\x1f.flatnet.agent.v1.StatusRequest\x1a .flatnet.agent.v1.StatusResponseB-Z+github.com/flatnet-io/flatnet/agent/agentpbb\x06proto3"
 
@@ -490,23 +511,25 @@ func file_agent_agentpb_agent_proto_rawDescGZIP() []byte {
 
 var file_agent_agentpb_agent_proto_msgTypes = make([]protoimpl.MessageInfo, 5)
 var file_agent_agentpb_agent_proto_goTypes = []any{
-	(*StatusRequest)(nil),  // 0: flatnet.agent.v1.StatusRequest
-	(*StatusResponse)(nil), // 1: flatnet.agent.v1.StatusResponse
-	(*Peer)(nil),           // 2: flatnet.agent.v1.Peer
-	(*Advert)(nil),         // 3: flatnet.agent.v1.Advert
-	(*Routes)(nil),         // 4: flatnet.agent.v1.Routes
+	(*StatusRequest)(nil),         // 0: flatnet.agent.v1.StatusRequest
+	(*StatusResponse)(nil),        // 1: flatnet.agent.v1.StatusResponse
+	(*Peer)(nil),                  // 2: flatnet.agent.v1.Peer
+	(*Advert)(nil),                // 3: flatnet.agent.v1.Advert
+	(*Routes)(nil),                // 4: flatnet.agent.v1.Routes
+	(*timestamppb.Timestamp)(nil), // 5: google.protobuf.Timestamp
 }
 var file_agent_agentpb_agent_proto_depIdxs = []int32{
 	2, // 0: flatnet.agent.v1.StatusResponse.peers:type_name -> flatnet.agent.v1.Peer
 	3, // 1: flatnet.agent.v1.StatusResponse.adverts:type_name -> flatnet.agent.v1.Advert
 	4, // 2: flatnet.agent.v1.StatusResponse.routes:type_name -> flatnet.agent.v1.Routes
-	0, // 3: flatnet.agent.v1.Agent.Status:input_type -> flatnet.agent.v1.StatusRequest
-	1, // 4: flatnet.agent.v1.Agent.Status:output_type -> flatnet.agent.v1.StatusResponse
-	4, // [4:5] is the sub-list for method output_type
-	3, // [3:4] is the sub-list for method input_type
-	3, // [3:3] is the sub-list for extension type_name
-	3, // [3:3] is the sub-list for extension extendee
-	0, // [0:3] is the sub-list for field type_name
+	5, // 3: flatnet.agent.v1.Routes.last_error_at:type_name -> google.protobuf.Timestamp
+	0, // 4: flatnet.agent.v1.Agent.Status:input_type -> flatnet.agent.v1.StatusRequest
+	1, // 5: flatnet.agent.v1.Agent.Status:output_type -> flatnet.agent.v1.StatusResponse
+	5, // [5:6] is the sub-list for method output_type
+	4, // [4:5] is the sub-list for method input_type
+	4, // [4:4] is the sub-list for extension type_name
+	4, // [4:4] is the sub-list for extension extendee
+	0, // [0:4] is the sub-list for field type_name
 }
 
 func init() { file_agent_agentpb_agent_proto_init() }

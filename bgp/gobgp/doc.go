@@ -13,6 +13,13 @@
 // What it must not do: touch the kernel. GoBGP never writes the FIB here
 // (zebra is not used); the dataplane installs what Watch reports.
 //
+// GoBGP is v4.8.0 as patched in third_party/gobgp (see its README): a peer
+// whose hold timer expires is not taken for a restarting one (its routes go
+// at once), and a reset requested while a session is down (BFD) does not
+// kill the next session. A reset (BFD down) holds the peer idle 1s, not
+// GoBGP's 30s, and BFD peers are dialled every 2s, so that a session is back
+// within a few seconds of its path.
+//
 // GoBGP v4.8.0 facts this package works around, found by reading its source
 // and by the race detector:
 //   - BgpServer.Stop always sends a Cease; Speaker.Stop calls StopBgp with

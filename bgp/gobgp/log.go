@@ -16,9 +16,17 @@ var gobgpKeys = map[string]string{
 	"Prefix": "prefix",
 }
 
+// quieter lowers GoBGP messages that flatnet reports itself, once, to
+// debug: GoBGP warns "prefix limit reached" for every UPDATE that comes
+// after the limit until the session is down (8 to 23 times per event in the
+// lab), and the speaker logs the shutdown once (purgeLimited).
+var quieter = map[string]slog.Level{
+	"prefix limit reached": slog.LevelDebug,
+}
+
 // logHandler routes GoBGP's logs into flatnet's logger: keys renamed to ours
-// (the rest lower-cased), and the one error GoBGP logs on every Stop after a
-// StopBgp dropped.
+// (the rest lower-cased), the messages in quieter lowered, and the one error
+// GoBGP logs on every Stop after a StopBgp dropped.
 type logHandler struct {
 	inner    slog.Handler
 	stopping *atomic.Bool
@@ -38,7 +46,13 @@ func (h *logHandler) Handle(ctx context.Context, r slog.Record) error {
 	if h.stopping.Load() && r.Message == "failed to stop BGP server" {
 		return nil
 	}
-	out := slog.NewRecord(r.Time, r.Level, r.Message, r.PC)
+	level := r.Level
+	if l, ok := quieter[r.Message]; ok && l < level {
+		if level = l; !h.inner.Enabled(ctx, level) {
+			return nil
+		}
+	}
+	out := slog.NewRecord(r.Time, level, r.Message, r.PC)
 	r.Attrs(func(a slog.Attr) bool {
 		out.AddAttrs(renameAttr(a))
 		return true

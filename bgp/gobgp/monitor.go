@@ -21,19 +21,21 @@ import (
 // monitor turns GoBGP's watch events into learned routes, rejection counts
 // and the convergence signal.
 //
-// GoBGP's events are hints only: with multipath, a best-path event carries
-// the paths that joined or left a prefix's multipath set, not the set. So
-// the event callbacks (on GoBGP's watch goroutine, in GoBGP's order) only
-// note which prefixes changed, which peers' rejections to recount and
-// whether convergence may have changed, and wake run. run, the one writer of
-// what it derives, asks GoBGP for the current state of what was noted and
-// publishes that: correct whatever the events said, and batched under churn.
+// GoBGP's best-path events are hints only: with multipath, a best-path event
+// carries the paths that joined or left a prefix's multipath set, not the
+// set. So the event callbacks (on GoBGP's watch goroutine, in GoBGP's order)
+// only note which prefixes changed and whether convergence may have changed,
+// and wake run. run, the one writer of what it derives, asks GoBGP for the
+// current state of what was noted and publishes that: correct whatever the
+// events said, and batched under churn.
 //
-// Rejections are not followed per path: GoBGP's post-policy events cost it a
-// peer configuration rebuild and a path clone for every path received. run
-// recounts them instead, from the peer's Adj-RIB-In and the Loc-RIB, at
-// most every recountEvery (longer if recounts are slow), for the peers whose
-// received count changed or that events noted.
+// Rejections are counted as routes are imported: GoBGP's pre-policy update
+// events carry every route a peer announces or withdraws, and rejections
+// classifies each with the rules the import policy was built from. Only
+// when the policy changes (a new block, a peer added or removed) does run
+// re-read the peers' Adj-RIB-Ins to classify them again, and after a
+// restarting peer's End-of-RIB (GoBGP drops its stale routes without an
+// event).
 type monitor struct {
 	server    *server.BgpServer
 	log       *slog.Logger
@@ -43,24 +45,20 @@ type monitor struct {
 	converged chan struct{}
 	exited    chan struct{} // closed when run returns
 	busy      atomic.Bool   // run is working
-	// settled: the last recount found no peer to recount, so run reads no
-	// paths until something changes.
-	settled atomic.Bool
 
 	// pathsMu is held around every ListPath and every soft reset in: GoBGP's
 	// ListPath converts the paths it found after releasing its own lock, and
 	// a soft reset in re-imports the very same Path objects, writing to them.
 	pathsMu sync.Mutex
 
-	mu         sync.Mutex
-	dirty      map[netip.Prefix]struct{} // best paths changed
-	recount    map[netip.Addr]struct{}   // peers whose rejections to recount
-	recountAll bool                      // every peer's rejections to recount
-	evaluate   bool                      // convergence may have changed
-	expect     map[netip.Addr]bool       // peers Converged waits for; nil before the first SetPeers
+	mu            sync.Mutex
+	dirty         map[netip.Prefix]struct{} // best paths changed
+	reclassify    map[netip.Addr]struct{}   // peers whose Adj-RIB-In to classify again
+	reclassifyAll bool                      // every peer's
+	evaluate      bool                      // convergence may have changed
+	expect        map[netip.Addr]bool       // peers Converged waits for; nil before the first SetPeers
 
-	done     bool                  // converged; run's own
-	received map[netip.Addr]uint64 // each peer's received count at its last recount; run's own
+	done bool // converged; run's own
 
 	// onPrefixLimit is called, on its own goroutine, with a peer GoBGP
 	// shut down for exceeding its prefix limit.
@@ -69,16 +67,15 @@ type monitor struct {
 
 func newMonitor(s *server.BgpServer, log *slog.Logger, routes *feed.Feed) *monitor {
 	return &monitor{
-		server:    s,
-		log:       log,
-		routes:    routes,
-		rejects:   newRejections(log),
-		wake:      make(chan struct{}, 1),
-		converged: make(chan struct{}),
-		exited:    make(chan struct{}),
-		dirty:     map[netip.Prefix]struct{}{},
-		recount:   map[netip.Addr]struct{}{},
-		received:  map[netip.Addr]uint64{},
+		server:     s,
+		log:        log,
+		routes:     routes,
+		rejects:    newRejections(log),
+		wake:       make(chan struct{}, 1),
+		converged:  make(chan struct{}),
+		exited:     make(chan struct{}),
+		dirty:      map[netip.Prefix]struct{}{},
+		reclassify: map[netip.Addr]struct{}{},
 	}
 }
 
@@ -88,16 +85,26 @@ func newMonitor(s *server.BgpServer, log *slog.Logger, routes *feed.Feed) *monit
 func (m *monitor) watch(ctx context.Context, timeout time.Duration) error {
 	err := m.server.WatchEvent(ctx, server.WatchEventMessageCallbacks{
 		OnBestPath: m.onBestPath,
-		OnPathEor: func(*apiutil.Path, time.Time) {
-			m.note(func() { m.evaluate, m.recountAll = true, true })
+		// Pre-policy: what peers announce and withdraw, and the
+		// withdrawals of what GoBGP drops itself (a peer down).
+		OnPathUpdate: func(paths []*apiutil.Path, _ time.Time) { m.rejects.update(paths) },
+		OnPathEor: func(eor *apiutil.Path, _ time.Time) {
+			m.note(func() {
+				m.evaluate = true
+				// A restarting peer's stale routes went without an event.
+				if a := eor.PeerAddress; a.IsValid() && m.rejects.count(a) > 0 {
+					m.reclassify[a] = struct{}{}
+				}
+			})
 		},
 		OnPeerUpdate: func(ev *apiutil.WatchEventMessage_PeerEvent, _ time.Time) {
 			if ev.Peer.State.AdminState == api.PeerState_ADMIN_STATE_PFX_CT && m.onPrefixLimit != nil {
 				go m.onPrefixLimit(ev.Peer.State.NeighborAddress)
 			}
-			m.note(func() { m.evaluate, m.recountAll = true, true })
+			m.note(func() { m.evaluate = true })
 		},
-	}, server.WatchBestPath(false), server.WatchEor(false), server.WatchPeer())
+	}, server.WatchBestPath(false), server.WatchEor(false), server.WatchPeer(),
+		server.WatchUpdate(false, "", ""), server.WatchAdjInWithdraw())
 	if err != nil {
 		return err
 	}
@@ -116,25 +123,22 @@ func (m *monitor) note(f func()) {
 	}
 }
 
-// onBestPath notes the prefixes whose best paths changed, and the peers
-// whose paths did: their announcements may have been accepted or dropped.
+// onBestPath notes the prefixes whose best paths changed.
 func (m *monitor) onBestPath(paths []*apiutil.Path, _ time.Time) {
 	m.note(func() {
 		for _, p := range paths {
 			if prefix, ok := prefixOf(p); ok {
 				m.dirty[prefix] = struct{}{}
 			}
-			if p != nil && p.PeerAddress.IsValid() {
-				m.recount[p.PeerAddress] = struct{}{}
-			}
 		}
 	})
 }
 
-// recountAllPeers has run recount every peer's rejections: import policy
-// may have changed.
-func (m *monitor) recountAllPeers() {
-	m.note(func() { m.recountAll = true })
+// policyChanged has the rejections of every peer classified by c from now
+// on, and run classify every peer's Adj-RIB-In again.
+func (m *monitor) policyChanged(c *classifier) {
+	m.rejects.setPolicy(c)
+	m.note(func() { m.reclassifyAll = true })
 }
 
 // setPeers records the configured peers: their names for logs, and, the
@@ -154,7 +158,7 @@ func (m *monitor) setPeers(names map[netip.Addr]string) {
 				delete(m.expect, a)
 			}
 		}
-		m.evaluate, m.recountAll = true, true
+		m.evaluate = true
 	})
 }
 
@@ -163,33 +167,25 @@ func (m *monitor) run(ctx context.Context, timeout time.Duration) {
 	defer close(m.exited)
 	timer := time.NewTimer(timeout)
 	defer timer.Stop()
-	recount := time.NewTimer(recountEvery)
-	defer recount.Stop()
 	for {
-		timedOut, recountDue := false, false
+		timedOut := false
 		select {
 		case <-ctx.Done():
 			return
 		case <-m.wake:
 		case <-timer.C:
 			timedOut = true
-		case <-recount.C:
-			recountDue = true
 		}
 		m.busy.Store(true)
 		m.mu.Lock()
 		dirty, evaluate := m.dirty, m.evaluate
+		reclassify, all := m.reclassify, m.reclassifyAll
 		m.dirty, m.evaluate = map[netip.Prefix]struct{}{}, false
+		m.reclassify, m.reclassifyAll = map[netip.Addr]struct{}{}, false
 		m.mu.Unlock()
 
 		m.flush(ctx, dirty)
-		if recountDue {
-			start := time.Now()
-			m.recountRejections(ctx)
-			// Rate-limited, and no more than a tenth of the time however
-			// large the tables.
-			recount.Reset(max(recountEvery, 10*time.Since(start)))
-		}
+		m.classify(ctx, reclassify, all)
 		switch {
 		case m.done:
 		case timedOut:
@@ -203,14 +199,12 @@ func (m *monitor) run(ctx context.Context, timeout time.Duration) {
 	}
 }
 
-// idle reports whether run has handled every event the callbacks got and
-// its last recount found nothing to recount: it reads no GoBGP paths until
-// something changes.
+// idle reports whether run has handled every event the callbacks got.
 func (m *monitor) idle() bool {
 	m.mu.Lock()
-	pending := len(m.dirty) > 0 || len(m.recount) > 0 || m.recountAll || m.evaluate
+	pending := len(m.dirty) > 0 || len(m.reclassify) > 0 || m.reclassifyAll || m.evaluate
 	m.mu.Unlock()
-	return !pending && m.settled.Load() && !m.busy.Load() && len(m.wake) == 0
+	return !pending && !m.busy.Load() && len(m.wake) == 0
 }
 
 // converge closes converged once the watchers have every route published so
@@ -220,131 +214,91 @@ func (m *monitor) converge() {
 	m.routes.Barrier(func() { close(m.converged) })
 }
 
+// flushChunk is how many prefixes flush reads from GoBGP at a time: a burst
+// of 100k new routes is read and published in pieces, so that the lookups,
+// GoBGP's copies of the paths and the changes do not all live at once.
+const flushChunk = 4096
+
 // flush publishes the current best paths of the dirty prefixes.
 func (m *monitor) flush(ctx context.Context, dirty map[netip.Prefix]struct{}) {
-	if len(dirty) == 0 {
-		return
+	chunk := make(map[netip.Prefix]struct{}, min(len(dirty), flushChunk))
+	for p := range dirty {
+		chunk[p] = struct{}{}
+		if len(chunk) == flushChunk {
+			if !m.flushChunk(ctx, chunk) {
+				return
+			}
+			clear(chunk)
+		}
 	}
-	rib, err := m.list(ctx, api.TableType_TABLE_TYPE_GLOBAL, "", dirty)
+	m.flushChunk(ctx, chunk)
+}
+
+// flushChunk publishes the current best paths of prefixes, and reports
+// whether it could read them.
+func (m *monitor) flushChunk(ctx context.Context, prefixes map[netip.Prefix]struct{}) bool {
+	if len(prefixes) == 0 {
+		return true
+	}
+	rib, err := m.list(ctx, api.TableType_TABLE_TYPE_GLOBAL, "", prefixes)
 	if err != nil {
 		if ctx.Err() == nil {
 			m.log.Error("read bgp rib", "err", err)
 		}
-		return
+		return false
 	}
-	changes := make([]bgp.Route, 0, len(dirty))
-	for p := range dirty {
+	changes := make([]bgp.Route, 0, len(prefixes))
+	for p := range prefixes {
 		changes = append(changes, bestRoute(p, rib[p]))
 	}
 	m.routes.Publish(changes)
+	return true
 }
 
-// recountEvery is how often, at most, run recounts rejections.
-const recountEvery = 2 * time.Second
-
-// recountRejections recounts the rejections of the established peers whose
-// received count changed since their last recount, or that events noted,
-// and clears those of the peers that are not established.
-func (m *monitor) recountRejections(ctx context.Context) {
-	m.mu.Lock()
-	marked, all := m.recount, m.recountAll
-	m.recount, m.recountAll = map[netip.Addr]struct{}{}, false
-	m.mu.Unlock()
-
-	received := map[netip.Addr]uint64{}
-	var peers []netip.Addr
-	err := m.server.ListPeer(ctx, &api.ListPeerRequest{}, func(p *api.Peer) {
-		addr, err := netip.ParseAddr(p.GetConf().GetNeighborAddress())
+// classify classifies the Adj-RIB-In of the peers given (all: of every
+// established peer) again with the current policy.
+func (m *monitor) classify(ctx context.Context, peers map[netip.Addr]struct{}, all bool) {
+	if len(peers) == 0 && !all {
+		return
+	}
+	c := m.rejects.policy.Load()
+	if c == nil {
+		return
+	}
+	if all {
+		peers = map[netip.Addr]struct{}{}
+		err := m.server.ListPeer(ctx, &api.ListPeerRequest{}, func(p *api.Peer) {
+			if a, err := netip.ParseAddr(p.GetConf().GetNeighborAddress()); err == nil {
+				peers[a] = struct{}{}
+			}
+		})
 		if err != nil {
+			if ctx.Err() == nil {
+				m.log.Error("list bgp peers", "err", err)
+				m.note(func() { m.reclassifyAll = true }) // next time
+			}
 			return
 		}
-		if p.GetState().GetSessionState() != api.PeerState_SESSION_STATE_ESTABLISHED {
-			m.rejects.reset(addr, nil) // its routes are gone
-			return
-		}
-		var n uint64
-		for _, af := range p.GetAfiSafis() {
-			n += af.GetState().GetReceived()
-		}
-		received[addr] = n
-		_, noted := marked[addr]
-		if last, ok := m.received[addr]; all || noted || !ok || last != n {
-			peers = append(peers, addr)
-		}
-	})
-	if err != nil {
-		if ctx.Err() == nil {
-			m.log.Error("list bgp peers", "err", err)
-		}
-		m.settled.Store(false)
-		m.note(func() { m.recountAll = true }) // next time
-		return
 	}
-	m.received = received
-	m.settled.Store(len(peers) == 0)
-	if len(peers) == 0 {
-		return
-	}
-	// GoBGP updates a peer's Adj-RIB-In and the Loc-RIB in one step, so the
-	// Loc-RIB, read after the Adj-RIB-Ins, holds every path they showed
-	// that was accepted, unless it was withdrawn meanwhile: what is still
-	// announced is read again. Whatever else changes while the tables are
-	// read gets noted or changes a received count, and is recounted next
-	// time.
-	candidates := map[netip.Addr]map[netip.Prefix]*apiutil.Path{}
-	for _, peer := range peers {
-		c := map[netip.Prefix]*apiutil.Path{}
+	for peer := range peers {
+		m.rejects.begin(peer)
+		adjIn := map[netip.Prefix]*apiutil.Path{}
 		err := m.walk(ctx, api.TableType_TABLE_TYPE_ADJ_IN, peer.String(), nil, func(prefix netip.Prefix, paths []*apiutil.Path) {
 			if p := announced(paths); p != nil {
-				c[prefix] = p
+				adjIn[prefix] = p
 			}
 		})
 		if err != nil && ctx.Err() != nil {
 			return
 		}
-		candidates[peer] = c // none if the peer is gone, and its routes with it
-	}
-	err = m.walk(ctx, api.TableType_TABLE_TYPE_GLOBAL, "", nil, func(prefix netip.Prefix, paths []*apiutil.Path) {
-		for _, p := range paths {
-			if p.PeerAddress.IsValid() && !p.Withdrawal {
-				delete(candidates[p.PeerAddress], prefix)
-			}
-		}
-	})
-	if err != nil {
-		if ctx.Err() == nil {
-			m.log.Error("read bgp rib", "err", err)
-		}
-		m.settled.Store(false)
-		m.note(func() { m.recountAll = true })
-		return
-	}
-	for _, peer := range peers {
-		c := candidates[peer]
-		rejected := map[netip.Prefix]*apiutil.Path{}
-		if len(c) > 0 {
-			lookup := make(map[netip.Prefix]struct{}, len(c))
-			for p := range c {
-				lookup[p] = struct{}{}
-			}
-			err := m.walk(ctx, api.TableType_TABLE_TYPE_ADJ_IN, peer.String(), lookup, func(prefix netip.Prefix, paths []*apiutil.Path) {
-				if _, ok := c[prefix]; ok {
-					if p := announced(paths); p != nil {
-						rejected[prefix] = p
-					}
-				}
-			})
-			if err != nil && ctx.Err() != nil {
-				return
-			}
-		}
-		m.rejects.reset(peer, rejected)
+		// A peer that is gone or down has an empty Adj-RIB-In.
+		m.rejects.end(peer, c, adjIn)
 	}
 }
 
 // list returns the paths GoBGP's table holds for each of prefixes.
 func (m *monitor) list(ctx context.Context, table api.TableType, peer string, prefixes map[netip.Prefix]struct{}) (map[netip.Prefix][]*apiutil.Path, error) {
-	out := map[netip.Prefix][]*apiutil.Path{}
+	out := make(map[netip.Prefix][]*apiutil.Path, len(prefixes))
 	err := m.walk(ctx, table, peer, prefixes, func(prefix netip.Prefix, paths []*apiutil.Path) { out[prefix] = paths })
 	if err != nil {
 		return nil, err

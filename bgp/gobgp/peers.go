@@ -21,6 +21,18 @@ import (
 // connection collision or a peer that came up a moment too late.
 const connectRetry = 5 * time.Second
 
+// bfdConnectRetry is connectRetry for a peer with BFD, GoBGP's minimum: a
+// BFD peer's session is reset as soon as the path fails, and once the path
+// is back a new one should follow within a couple of seconds, not five.
+// (GoBGP also bounds each attempt's connect by it, less a second but at
+// least 2s.)
+const bfdConnectRetry = 2 * time.Second
+
+// idleHoldAfterReset is how long GoBGP holds a session idle after resetting
+// it: BFD resets the session when the path fails. GoBGP's default, 30s, kept
+// the session down for 30s after the path was back.
+const idleHoldAfterReset = time.Second
+
 // peerEntry is a configured peer: ours, and GoBGP's as we last gave it
 // (without the restarting flag, which only matters when it is added).
 type peerEntry struct {
@@ -121,9 +133,8 @@ func (s *Speaker) updatePeer(ctx context.Context, conf *api.Peer) error {
 }
 
 // softReset has GoBGP re-apply policy to what peer (all: "") sent us, what
-// we sent it, or both, and has the monitor recount rejections.
+// we sent it, or both.
 func (s *Speaker) softReset(ctx context.Context, peer string, dir api.ResetPeerRequest_Direction) error {
-	defer s.mon.recountAllPeers()
 	s.mon.pathsMu.Lock()
 	defer s.mon.pathsMu.Unlock()
 	return s.server.ResetPeer(ctx, &api.ResetPeerRequest{Address: peer, Soft: true, Direction: dir})
@@ -169,6 +180,9 @@ func (s *Speaker) applyPolicy(ctx context.Context, in policyInput) error {
 		return fmt.Errorf("set bgp policies: %w", err)
 	}
 	s.imp, s.exp = imp, exp
+	if impChanged {
+		s.mon.policyChanged(newClassifier(in, s.cfg.ASN, s.cfg.RouterID))
+	}
 	dir := api.ResetPeerRequest_DIRECTION_BOTH
 	switch {
 	case !expChanged:
@@ -193,9 +207,10 @@ func (s *Speaker) apiPeer(p bgp.Peer, restarting bool) *api.Peer {
 			LocalAddress: s.localAddress(p.Address),
 		},
 		Timers: &api.Timers{Config: &api.TimersConfig{
-			ConnectRetry:      seconds(connectRetry),
-			HoldTime:          seconds(p.HoldTime),
-			KeepaliveInterval: seconds(p.KeepaliveInterval),
+			ConnectRetry:           seconds(connectRetry),
+			HoldTime:               seconds(p.HoldTime),
+			KeepaliveInterval:      seconds(p.KeepaliveInterval),
+			IdleHoldTimeAfterReset: seconds(idleHoldAfterReset),
 		}},
 		GracefulRestart: &api.GracefulRestart{
 			Enabled:         gr.Enabled,
@@ -214,6 +229,7 @@ func (s *Speaker) apiPeer(p bgp.Peer, restarting bool) *api.Peer {
 		}
 	}
 	if b := p.BFD; b != nil {
+		conf.Timers.Config.ConnectRetry = seconds(bfdConnectRetry)
 		interval := uint32(cmp.Or(b.Interval, bgp.DefaultBFDInterval) / time.Microsecond)
 		conf.Bfd = &api.BfdPeerConfig{
 			Enabled:                  true,

@@ -207,7 +207,8 @@ func TestAPIPeer(t *testing.T) {
 		{"local address: the listen address of the peer's family", p.Transport.LocalAddress, "192.0.2.10"},
 		{"hold time", p.Timers.Config.HoldTime, uint64(30)},
 		{"keepalive", p.Timers.Config.KeepaliveInterval, uint64(10)},
-		{"connect retry", p.Timers.Config.ConnectRetry, uint64(5)},
+		{"connect retry: GoBGP's least, with BFD", p.Timers.Config.ConnectRetry, uint64(2)},
+		{"idle hold after a reset (BFD down)", p.Timers.Config.IdleHoldTimeAfterReset, uint64(1)},
 		{"multihop", p.EbgpMultihop.GetMultihopTtl(), uint32(3)},
 		{"restart time (default)", p.GracefulRestart.RestartTime, uint32(120)},
 		{"deferral time = converge timeout (default)", p.GracefulRestart.DeferralTime, uint32(60)},
@@ -228,5 +229,8 @@ func TestAPIPeer(t *testing.T) {
 	rr := s.apiPeer(bgp.Peer{Name: "n", Address: netip.MustParseAddr("192.0.2.2"), ASN: 64512, RRClient: true, Multihop: 3}, false)
 	if rr.GetRouteReflector().GetRouteReflectorClusterId() != "192.0.2.1" || rr.EbgpMultihop != nil {
 		t.Errorf("iBGP route reflector client: route reflector %v, multihop %v; want cluster 192.0.2.1, no multihop", rr.RouteReflector, rr.EbgpMultihop)
+	}
+	if rr.Bfd != nil || rr.Timers.Config.ConnectRetry != 5 {
+		t.Errorf("peer without BFD: bfd %v, connect retry %d; want none, 5", rr.Bfd, rr.Timers.Config.ConnectRetry)
 	}
 }

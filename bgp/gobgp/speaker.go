@@ -141,6 +141,7 @@ func (s *Speaker) start(ctx context.Context, srv *server.BgpServer) error {
 	}
 	in := s.policyInput(s.adverts, s.peers)
 	s.imp, s.exp = buildImport(in), buildExport(in)
+	s.mon.rejects.setPolicy(newClassifier(in, s.cfg.ASN, s.cfg.RouterID))
 	if err := srv.SetPolicies(ctx, request(s.imp, s.exp)); err != nil {
 		return fmt.Errorf("set bgp policies: %w", err)
 	}
@@ -276,19 +277,28 @@ func (s *Speaker) Status(ctx context.Context) ([]bgp.PeerStatus, error) {
 		return nil, ErrNotRunning
 	}
 	srv, names := s.server, make(map[netip.Addr]string, len(s.peers))
+	bfd := map[netip.Addr]string{}
 	for a, e := range s.peers {
 		names[a] = e.peer.Name
+		if e.peer.BFD != nil {
+			bfd[a] = bgp.BFDDown
+		}
 	}
 	limited := maps.Clone(s.limited)
 	s.mu.Unlock()
 
+	srv.ListBfdPeer(ctx, func(addr string, st *api.BfdPeerState) {
+		if a, err := netip.ParseAddr(addr); err == nil && bfd[a] != "" {
+			bfd[a] = bfdState(st.GetSessionState())
+		}
+	})
 	var out []bgp.PeerStatus
 	err := srv.ListPeer(ctx, &api.ListPeerRequest{EnableAdvertised: true}, func(p *api.Peer) {
 		addr, err := netip.ParseAddr(p.GetConf().GetNeighborAddress())
 		if err != nil {
 			return
 		}
-		st := bgp.PeerStatus{Name: names[addr], Address: addr, ASN: p.GetConf().GetPeerAsn(), State: sessionState(p.GetState())}
+		st := bgp.PeerStatus{Name: names[addr], Address: addr, ASN: p.GetConf().GetPeerAsn(), State: sessionState(p.GetState()), BFD: bfd[addr]}
 		if limited[addr] {
 			st.State = bgp.StatePrefixLimit
 		}
@@ -299,11 +309,16 @@ func (s *Speaker) Status(ctx context.Context) ([]bgp.PeerStatus, error) {
 		if up := p.GetTimers().GetState().GetUptime(); up != nil {
 			st.Uptime = time.Since(up.AsTime()).Truncate(time.Second)
 		}
+		// GoBGP's "accepted" leaves out only what it rejects before import
+		// policy (AS loop, originator ID); the monitor counts what import
+		// policy rejects, as it is imported.
+		var beforePolicy uint64
 		for _, af := range p.GetAfiSafis() {
 			st.Received += af.GetState().GetReceived()
 			st.Advertised += af.GetState().GetAdvertised()
+			beforePolicy += af.GetState().GetReceived() - min(af.GetState().GetAccepted(), af.GetState().GetReceived())
 		}
-		st.Rejected = min(s.mon.rejects.count(addr), st.Received)
+		st.Rejected = min(beforePolicy+s.mon.rejects.count(addr), st.Received)
 		st.Accepted = st.Received - st.Rejected
 		out = append(out, st)
 	})
@@ -372,6 +387,19 @@ func sessionState(st *api.PeerState) string {
 		return bgp.StateEstablished
 	}
 	return bgp.StateIdle
+}
+
+// bfdState names GoBGP's BFD session state the way PeerStatus does.
+func bfdState(st api.BfdSessionState) string {
+	switch st {
+	case api.BfdSessionState_BFD_SESSION_STATE_UP:
+		return bgp.BFDUp
+	case api.BfdSessionState_BFD_SESSION_STATE_INIT:
+		return bgp.BFDInit
+	case api.BfdSessionState_BFD_SESSION_STATE_ADMIN_DOWN:
+		return bgp.BFDAdminDown
+	}
+	return bgp.BFDDown
 }
 
 // Watch implements bgp.Speaker.

@@ -154,10 +154,71 @@ func TestPrefixLimit(t *testing.T) {
 	a.waitRoute("10.244.1.0/26")
 	a.waitRoute("10.244.2.0/26")
 
+	// One warning says so, however many UPDATEs came over the limit.
+	if n := a.logs.count("WARN", "prefix limit"); n != 1 {
+		t.Errorf("the session's shutdown for its prefix limit logged %d warnings, want 1", n)
+	}
+
 	// A new limit brings the session back.
 	a.setPeers(b.peer(func(p *bgp.Peer) { p.MaxPrefixes = 3 }))
 	a.waitRoute("10.244.3.0/26", b.addr.String())
 	a.status("b", func(st bgp.PeerStatus) bool { return established(st) && st.Received == 3 })
+}
+
+// TestAcceptedCountedAtImport: rejections are counted as routes are
+// imported, so a session that has just come up does not show rejected routes
+// as accepted (they were recounted every 2 s).
+func TestAcceptedCountedAtImport(t *testing.T) {
+	l := newLab(t)
+	a := l.node("a", nil)
+	b := l.node("b", func(c *bgp.Config) { c.ASN = 65001 })
+	a.advertise("10.244.0.0/26 via " + a.addr.String())
+	b.advertise(
+		"10.244.1.0/26 via "+b.addr.String(), // accepted
+		"10.244.2.0/26 via "+b.addr.String(), // accepted
+		"10.99.0.0/24 via "+b.addr.String(),  // outside the pools
+		"0.0.0.0/0 via "+b.addr.String(),     // the default route
+		"10.244.0.0/26 via "+b.addr.String(), // a's own block, echoed
+	)
+	a.setPeers(b.peer(func(p *bgp.Peer) { p.Mesh = false }))
+	b.setPeers(a.peer(func(p *bgp.Peer) { p.Mesh = false }))
+	// Converged: a has b's End-of-RIB, which comes after all of b's routes,
+	// and has handled every event before it.
+	a.waitConverged()
+	all, err := a.sp.Status(t.Context())
+	if err != nil || len(all) != 1 {
+		t.Fatalf("a's Status() = %+v, %v", all, err)
+	}
+	st := all[0]
+	st.Uptime = 0
+	want := bgp.PeerStatus{Name: "b", Address: b.addr, ASN: 65001, State: bgp.StateEstablished, Received: 5, Accepted: 2, Rejected: 3, Advertised: 1}
+	if st != want {
+		t.Errorf("a's status of b as soon as converged = %+v, want %+v", st, want)
+	}
+
+	// Each cause is logged once: a warning for what b should not send, an
+	// info line for a's own block coming back.
+	b.advertise(
+		"10.244.1.0/26 via "+b.addr.String(),
+		"10.99.1.0/24 via "+b.addr.String(), // outside the pools, again
+		"10.244.0.0/26 via "+b.addr.String(),
+		"10.244.3.0/26 via "+b.addr.String(),
+	)
+	a.waitRoute("10.244.3.0/26", b.addr.String())
+	for _, c := range []struct {
+		parts []string
+		want  int
+	}{
+		{[]string{"WARN", "bgp route rejected", "peer=b", "outside the pod pools"}, 1},
+		{[]string{"WARN", "bgp route rejected", "peer=b", "default route"}, 1},
+		{[]string{"WARN", "prefix=10.244.0.0/26"}, 0},
+		{[]string{"INFO", "our own routes back", "peer=b", "prefix=10.244.0.0/26"}, 1},
+	} {
+		if n := a.logs.count(c.parts...); n != c.want {
+			t.Errorf("%d log lines with %q, want %d", n, c.parts, c.want)
+		}
+	}
+	a.status("b", func(st bgp.PeerStatus) bool { return st.Received == 4 && st.Rejected == 2 && st.Accepted == 2 })
 }
 
 func TestPasswordAndRouteReflector(t *testing.T) {

@@ -4,12 +4,15 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"google.golang.org/grpc"
 	"io"
+	"strings"
 	"text/tabwriter"
 	"time"
 
 	"github.com/spf13/cobra"
 	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/peer"
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/encoding/protojson"
 
@@ -26,14 +29,22 @@ func newIPAMShow(opts *options) *cobra.Command {
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			return opts.withAgent(cmd.Context(), func(ctx context.Context, c *agentclient.Client) error {
 				client := c.IPAM
-				usage, err := client.Usage(ctx, &ipampb.UsageRequest{})
+				var usage *ipampb.UsageResponse
+				err := opts.call(func(co ...grpc.CallOption) (err error) {
+					usage, err = client.Usage(ctx, &ipampb.UsageRequest{}, co...)
+					return err
+				})
 				if err != nil {
-					return explain(opts.socket, err)
+					return err
 				}
 				var list *ipampb.ListResponse
 				if handles {
-					if list, err = client.List(ctx, &ipampb.ListRequest{}); err != nil {
-						return explain(opts.socket, err)
+					err := opts.call(func(co ...grpc.CallOption) (err error) {
+						list, err = client.List(ctx, &ipampb.ListRequest{}, co...)
+						return err
+					})
+					if err != nil {
+						return err
 					}
 				}
 				if opts.output == "json" {
@@ -60,12 +71,39 @@ func (o *options) withAgent(ctx context.Context, fn func(context.Context, *agent
 	return fn(ctx, c)
 }
 
-// explain turns an unreachable agent into advice rather than a gRPC dump.
-func explain(socket string, err error) error {
-	if status.Code(err) == codes.Unavailable {
-		return fmt.Errorf("agent at %s is not answering (is flatnet-agent running? is --socket right?): %s", socket, status.Convert(err).Message())
+// call makes one call to the agent (rpc passes the options on) and turns
+// its failure into one line that says what happened: the agent cannot be
+// reached, it did not answer within --timeout, or it answered with an error,
+// which is passed on as it is.
+func (o *options) call(rpc func(...grpc.CallOption) error) error {
+	var p peer.Peer
+	err := rpc(grpc.Peer(&p))
+	if err == nil {
+		return nil
 	}
-	return fmt.Errorf("%s", status.Convert(err).Message())
+	return o.explain(err, p.Addr != nil)
+}
+
+// explain is call's account of err; answered says the call reached the
+// agent.
+func (o *options) explain(err error, answered bool) error {
+	st := status.Convert(err)
+	switch {
+	case st.Code() == codes.DeadlineExceeded:
+		// A frozen or overloaded agent: its socket takes the connection, then
+		// nothing comes back.
+		return fmt.Errorf("agent at %s not answering within %v (stopped, frozen or overloaded?)", o.socket, o.timeout)
+	case answered:
+		return fmt.Errorf("agent at %s: %s (%s)", o.socket, oneLine(st.Message()), strings.ToLower(st.Code().String()))
+	case st.Code() == codes.Unavailable:
+		return fmt.Errorf("agent at %s is not reachable (is flatnet-agent running? is --socket right?): %s", o.socket, oneLine(st.Message()))
+	}
+	return fmt.Errorf("agent at %s: %s", o.socket, oneLine(st.Message()))
+}
+
+// oneLine joins the lines of a message.
+func oneLine(s string) string {
+	return strings.Join(strings.Fields(s), " ")
 }
 
 func writeJSON(w io.Writer, usage *ipampb.UsageResponse, list *ipampb.ListResponse) error {

@@ -1,8 +1,10 @@
 package main
 
 import (
+	"cmp"
 	"context"
 	"fmt"
+	"google.golang.org/grpc"
 	"io"
 	"text/tabwriter"
 	"time"
@@ -22,13 +24,20 @@ func newStatus(opts *options) *cobra.Command {
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			return opts.withAgent(cmd.Context(), func(ctx context.Context, c *agentclient.Client) error {
-				st, err := agentpb.NewAgentClient(c.Conn()).Status(ctx, &agentpb.StatusRequest{})
-				if err != nil {
-					return explain(opts.socket, err)
+				var st *agentpb.StatusResponse
+				var usage *ipampb.UsageResponse
+				err := opts.call(func(co ...grpc.CallOption) (err error) {
+					st, err = agentpb.NewAgentClient(c.Conn()).Status(ctx, &agentpb.StatusRequest{}, co...)
+					return err
+				})
+				if err == nil {
+					err = opts.call(func(co ...grpc.CallOption) (err error) {
+						usage, err = c.IPAM.Usage(ctx, &ipampb.UsageRequest{}, co...)
+						return err
+					})
 				}
-				usage, err := c.IPAM.Usage(ctx, &ipampb.UsageRequest{})
 				if err != nil {
-					return explain(opts.socket, err)
+					return err
 				}
 				if opts.output == "json" {
 					b, err := protojson.MarshalOptions{Multiline: true, EmitUnpopulated: true}.Marshal(st)
@@ -44,6 +53,9 @@ func newStatus(opts *options) *cobra.Command {
 	}
 }
 
+// now is the clock writeStatus reads, for tests.
+var now = time.Now
+
 func writeStatus(w io.Writer, st *agentpb.StatusResponse, usage *ipampb.UsageResponse) error {
 	fmt.Fprintf(w, "node %s", st.GetNode())
 	if !st.GetBgpEnabled() {
@@ -54,9 +66,9 @@ func writeStatus(w io.Writer, st *agentpb.StatusResponse, usage *ipampb.UsageRes
 	if st.GetBgpEnabled() {
 		fmt.Fprintln(w, "\nBGP sessions:")
 		tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
-		fmt.Fprintln(tw, "PEER\tADDRESS\tASN\tSTATE\tUPTIME\tRECEIVED\tACCEPTED\tREJECTED\tADVERTISED")
+		fmt.Fprintln(tw, "PEER\tADDRESS\tASN\tSTATE\tBFD\tUPTIME\tRECEIVED\tACCEPTED\tREJECTED\tADVERTISED")
 		for _, p := range st.GetPeers() {
-			fmt.Fprintf(tw, "%s\t%s\t%d\t%s\t%s\t%d\t%d\t%d\t%d\n", p.GetName(), p.GetAddress(), p.GetAsn(), p.GetState(),
+			fmt.Fprintf(tw, "%s\t%s\t%d\t%s\t%s\t%s\t%d\t%d\t%d\t%d\n", p.GetName(), p.GetAddress(), p.GetAsn(), p.GetState(), cmp.Or(p.GetBfd(), "-"),
 				time.Duration(p.GetUptimeSeconds())*time.Second, p.GetReceived(), p.GetAccepted(), p.GetRejected(), p.GetAdvertised())
 		}
 		tw.Flush()
@@ -68,7 +80,8 @@ func writeStatus(w io.Writer, st *agentpb.StatusResponse, usage *ipampb.UsageRes
 		fmt.Fprintf(w, "\nKernel routes: %d learned (%d ECMP), %d blackholes, %d pending, %d conflicts, %d stale; converged %v\n",
 			r.GetLearned(), r.GetEcmp(), r.GetBlackholes(), r.GetPending(), r.GetConflicts(), r.GetStale(), r.GetConverged())
 		if r.GetLastError() != "" {
-			fmt.Fprintf(w, "last route error: %s\n", r.GetLastError())
+			at := r.GetLastErrorAt().AsTime()
+			fmt.Fprintf(w, "last route error, %s ago (%s): %s\n", now().Sub(at).Round(time.Second), at.Format(time.RFC3339), r.GetLastError())
 		}
 	}
 	fmt.Fprintln(w, "\nBlocks:")

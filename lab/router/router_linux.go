@@ -33,6 +33,10 @@ type Options struct {
 	Config string
 	// Detach lets the daemons outlive this process (the lab).
 	Detach bool
+	// BFD also runs FRR's bfdd: bgpd's `neighbor X bfd` sessions reach it
+	// through zebra; it needs no configuration of its own for FRR's
+	// defaults (300 ms × 3).
+	BFD bool
 }
 
 // Session is one BGP session as the router reports it.
@@ -97,6 +101,13 @@ func StartFRR(ctx context.Context, o Options) (_ *Router, err error) {
 	if err := r.start(ctx, o, netns.FileExists(zserv), "listening on "+zserv,
 		append([]string{"/usr/lib/frr/zebra", "-i", filepath.Join(o.Dir, "zebra.pid")}, common...)...); err != nil {
 		return nil, err
+	}
+	if o.BFD {
+		bfdVty := filepath.Join(o.Dir, "bfdd.vty")
+		if err := r.start(ctx, o, netns.FileExists(bfdVty), "listening on "+bfdVty,
+			append([]string{"/usr/lib/frr/bfdd", "-i", filepath.Join(o.Dir, "bfdd.pid"), "--bfdctl", filepath.Join(o.Dir, "bfdd.sock")}, common...)...); err != nil {
+			return nil, err
+		}
 	}
 	// bgpd opens its vty socket once it has read its config, by when it
 	// listens for BGP too.

@@ -97,6 +97,7 @@ func Roles() []Role {
 const (
 	FlatnetConfigPath = "/etc/flatnet/flatnet.yaml" // the agent's config
 	FRRConfigPath     = "/etc/frr/frr.conf"         // bgpd's config (bgp only)
+	FRRDaemonsPath    = "/etc/frr/daemons"          // bfdd=yes also runs bfdd
 	BIRDConfigPath    = "/etc/bird/bird.conf"
 )
 
@@ -242,4 +243,25 @@ func (t *Topology) Nodes() []*Node {
 // NodesOf returns the nodes of one role, sorted by name.
 func (t *Topology) NodesOf(r Role) []*Node {
 	return slices.DeleteFunc(t.Nodes(), func(n *Node) bool { return n.Role != r })
+}
+
+// DaemonEnabled reports whether the FRR daemons file bound in router n (at
+// FRRDaemonsPath) turns daemon on ("bfdd=yes"). No file: only what the
+// runner always starts (zebra, bgpd).
+func (t *Topology) DaemonEnabled(n *Node, daemon string) (bool, error) {
+	path, ok := t.Bind(n, FRRDaemonsPath)
+	if !ok {
+		return false, nil
+	}
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return false, err
+	}
+	for _, line := range strings.Split(string(b), "\n") {
+		k, v, ok := strings.Cut(strings.TrimSpace(line), "=")
+		if ok && strings.TrimSpace(k) == daemon {
+			return strings.TrimSpace(v) == "yes", nil
+		}
+	}
+	return false, nil
 }

@@ -132,3 +132,28 @@ func TestRoleByLabelAndImage(t *testing.T) {
 		}
 	}
 }
+
+func TestDaemonEnabled(t *testing.T) {
+	dir := t.TempDir()
+	write := func(name, content string) {
+		if err := os.WriteFile(filepath.Join(dir, name), []byte(content), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	write("with", "zebra=yes\nbgpd=yes\n bfdd = yes\n")
+	write("without", "bgpd=yes\nbfdd=no\n")
+	tp := &Topology{Dir: dir}
+	for _, tc := range []struct {
+		binds []string
+		want  bool
+	}{
+		{[]string{"with:" + FRRDaemonsPath}, true},
+		{[]string{"without:" + FRRDaemonsPath + ":ro"}, false},
+		{nil, false},
+	} {
+		got, err := tp.DaemonEnabled(&Node{Binds: tc.binds}, "bfdd")
+		if err != nil || got != tc.want {
+			t.Errorf("DaemonEnabled(binds %v, bfdd) = %v, %v; want %v", tc.binds, got, err, tc.want)
+		}
+	}
+}

@@ -12,20 +12,22 @@ import (
 	"sync"
 
 	"github.com/flatnet-io/flatnet/bgp"
+	"github.com/flatnet-io/flatnet/internal/hopset"
 )
 
 // Feed is the table of learned routes. The zero value is not usable; call
 // New.
 type Feed struct {
 	mu       sync.Mutex
-	routes   map[netip.Prefix][]netip.Addr
+	routes   map[netip.Prefix]hopset.Set
+	hops     hopset.Cache
 	watchers map[*watcher]struct{}
 }
 
 // New returns an empty feed.
 func New() *Feed {
 	return &Feed{
-		routes:   map[netip.Prefix][]netip.Addr{},
+		routes:   map[netip.Prefix]hopset.Set{},
 		watchers: map[*watcher]struct{}{},
 	}
 }
@@ -36,14 +38,18 @@ func New() *Feed {
 func (f *Feed) Publish(changes []bgp.Route) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	var out []bgp.Route
+	out := make([]bgp.Route, 0, len(changes))
 	for _, r := range changes {
 		old, had := f.routes[r.Prefix]
 		switch {
 		case len(r.NextHops) == 0 && had:
 			delete(f.routes, r.Prefix)
-		case len(r.NextHops) > 0 && !slices.Equal(old, r.NextHops):
-			f.routes[r.Prefix] = slices.Clone(r.NextHops)
+		case len(r.NextHops) > 0:
+			hops := f.hops.Make(r.NextHops)
+			if had && old == hops {
+				continue
+			}
+			f.routes[r.Prefix] = hops
 		default:
 			continue
 		}
@@ -68,7 +74,7 @@ func (f *Feed) Routes() []bgp.Route {
 func (f *Feed) snapshot() []bgp.Route {
 	out := make([]bgp.Route, 0, len(f.routes))
 	for p, nh := range f.routes {
-		out = append(out, bgp.Route{Prefix: p, NextHops: slices.Clone(nh)})
+		out = append(out, bgp.Route{Prefix: p, NextHops: nh.Addrs()})
 	}
 	slices.SortFunc(out, func(a, b bgp.Route) int { return a.Prefix.Compare(b.Prefix) })
 	return out

@@ -351,6 +351,23 @@ func TestPrivilegedTwoNodesAndFRRToR(t *testing.T) {
 			t.Errorf("node2 installed %d of the 50 flood prefixes:\n%s", n, out)
 		}
 		t.Logf("node2 after the flood: %d of the flood's prefixes in its kernel (limit 40)", strings.Count(out, "10.244.200."))
+
+		// One warning for the limit (GoBGP's own, one per UPDATE over the
+		// limit, are at debug); one per reason for node1's rejections, none
+		// for the ToR echoing routes of the nodes' AS back (AS loop).
+		log1, log2 := agentLog(t, l, "node1"), agentLog(t, l, "node2")
+		if n := strings.Count(log2, `level=WARN msg="prefix limit reached"`); n != 0 {
+			t.Errorf("node2 logged GoBGP's prefix limit warning %d times, want 0 (ours says it once)", n)
+		}
+		if n := strings.Count(log2, "exceeded its prefix limit"); n != 1 {
+			t.Errorf("node2 logged its peer's prefix limit %d times, want 1", n)
+		}
+		for _, reason := range []string{"default route", "overlaps a block", "outside the pod pools"} {
+			if n := len(grepLines(log1, "level=WARN", "bgp route rejected", reason)); n != 1 {
+				t.Errorf("node1 logged %d rejections for %q, want 1:\n%s", n, reason, strings.Join(grepLines(log1, "bgp route rejected"), "\n"))
+			}
+		}
+		t.Logf("node1's warnings:\n%s", strings.Join(grepLines(log1, "level=WARN"), "\n"))
 	})
 }
 
@@ -367,4 +384,29 @@ func summary(out string) string {
 		}
 	}
 	return strings.TrimSpace(out)
+}
+
+// agentLog is a node's agent log so far.
+func agentLog(t *testing.T, l *lab.Lab, node string) string {
+	t.Helper()
+	b, err := os.ReadFile(filepath.Join(l.StateDir, node, "agent.log"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return string(b)
+}
+
+// grepLines returns the lines of s that contain every one of parts.
+func grepLines(s string, parts ...string) []string {
+	var out []string
+	for _, line := range strings.Split(s, "\n") {
+		all := true
+		for _, p := range parts {
+			all = all && strings.Contains(line, p)
+		}
+		if all {
+			out = append(out, line)
+		}
+	}
+	return out
 }

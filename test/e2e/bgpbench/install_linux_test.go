@@ -160,7 +160,10 @@ func BenchmarkRouteInstall(b *testing.B) {
 			metric("ip-batch-routes/s", func(r installResult) float64 { return perSec(r.ipBatch) })
 			metric("flatnet/frr", func(r installResult) float64 { return r.flatnet.last.Seconds() / r.frr.last.Seconds() })
 			metric("flatnet/ip-batch", func(r installResult) float64 { return r.flatnet.last.Seconds() / r.ipBatch.Seconds() })
+			perRoute := func(mib float64) float64 { return mib * (1 << 20) / float64(n) }
 			metric("agent-rss-MiB", func(r installResult) float64 { return r.agentMiB })
+			metric("agent-bytes/route", func(r installResult) float64 { return perRoute(r.agentMiB) })
+			metric("frr-bytes/route", func(r installResult) float64 { return perRoute(r.bgpdMiB + r.zebraMiB) })
 			metric("agent-peak-rss-MiB", func(r installResult) float64 { return r.agentPeakMiB })
 			metric("frr-rss-MiB", func(r installResult) float64 { return r.bgpdMiB + r.zebraMiB })
 			b.ReportMetric(0, "ns/op") // the wall time of a run is mostly set-up

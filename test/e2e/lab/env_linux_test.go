@@ -52,12 +52,6 @@ type testTopology struct {
 	holdTime time.Duration
 	// restartTime is the graceful restart time the nodes announce.
 	restartTime time.Duration
-	// staleAfterHold: the routes are held by flatnet's own speakers (the
-	// mesh), and GoBGP v4.8.0 keeps a peer's routes for the restart time
-	// after its hold timer expires (it treats the expiry as a graceful
-	// restart), so they leave after holdTime + restartTime. FRR and BIRD
-	// drop them at hold expiry.
-	staleAfterHold bool
 	// datastore is the lab's (lab.Lab.Datastore): "" is the file store.
 	datastore string
 }
@@ -74,11 +68,11 @@ func (t testTopology) label() string {
 var topologies = []testTopology{
 	{name: "two-node-tor", holdTime: 9 * time.Second, restartTime: 60 * time.Second},
 	{name: "two-node-tor-bird", holdTime: 9 * time.Second, restartTime: 60 * time.Second},
-	{name: "three-node-mesh", holdTime: 9 * time.Second, restartTime: 20 * time.Second, staleAfterHold: true},
+	{name: "three-node-mesh", holdTime: 9 * time.Second, restartTime: 20 * time.Second},
 	{name: "rack-pair", holdTime: 9 * time.Second, restartTime: 60 * time.Second},
 	// The mesh again, on the lab's own kube-apiserver: IPAM in IPAMBlock
 	// objects, the mesh from Node objects.
-	{name: "three-node-mesh", holdTime: 9 * time.Second, restartTime: 20 * time.Second, staleAfterHold: true, datastore: lab.DatastoreKubernetes},
+	{name: "three-node-mesh", holdTime: 9 * time.Second, restartTime: 20 * time.Second, datastore: lab.DatastoreKubernetes},
 }
 
 // env is a topology brought up for one test.
