@@ -51,8 +51,11 @@ func TestPrivilegedNamespaceLife(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if !slices.Contains(Pids(n.Name), p.Pid()) {
-		t.Errorf("sleep %d is not among the namespace's processes %v", p.Pid(), Pids(n.Name))
+	// `ip netns exec` enters the namespace a moment after it started.
+	for deadline := time.Now().Add(5 * time.Second); !slices.Contains(Pids(n.Name), p.Pid()); time.Sleep(10 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("sleep %d is not among the namespace's processes %v", p.Pid(), Pids(n.Name))
+		}
 	}
 	if err := Remove(n.Name); err != nil {
 		t.Fatal(err)
