@@ -155,6 +155,7 @@ func (r PortRange) String() string {
 // not the rules that name it.
 type Set struct {
 	Name string
+	Kind PeerKind // PodSet: Addrs; PodPortSet: Tuples
 	// Selector says in words what picks the members, for people.
 	Selector string
 	Addrs    []netip.Addr // sorted

@@ -203,7 +203,7 @@ func (w *world) peers(where, policyNS string, specs []networkingv1.NetworkPolicy
 		key := scope + " pods{" + podSel.String() + "}"
 		name := nameOf("pods-", key)
 		if _, ok := w.sets[name]; !ok {
-			set := &Set{Name: name, Selector: key}
+			set := &Set{Name: name, Kind: PodSet, Selector: key}
 			for _, p := range w.selectable {
 				if picks(p) {
 					set.Addrs = append(set.Addrs, p.addrs...)
@@ -263,7 +263,7 @@ func (w *world) namedPortSet(peer compiledPeer, n namedPort) string {
 	if _, ok := w.sets[name]; ok {
 		return name
 	}
-	set := &Set{Name: name, Selector: key}
+	set := &Set{Name: name, Kind: PodPortSet, Selector: key}
 	for _, p := range w.selectable {
 		if !peer.picks(p) {
 			continue
