@@ -47,5 +47,5 @@
 //
 // Startup writes only the difference and Close removes nothing: the table
 // outlives the agent, so policy stays enforced while it is down or
-// restarting. [Remove] deletes the table, for when policy is turned off.
+// restarting. [RemoveIfPresent] deletes the table, for when policy is turned off.
 package nft

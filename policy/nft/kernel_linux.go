@@ -35,20 +35,26 @@ func New(opts Options) (*Reconciler, error) {
 	return newReconciler(nft, opts.Log, settings{debounce: opts.Debounce, resync: opts.Resync, retry: opts.Retry}), nil
 }
 
-// Remove deletes the table from netns (nil: the caller's), if it is there:
-// for an agent whose policy is turned off. Nothing else is touched.
-func Remove(ctx context.Context, netns ns.NetNS) error {
+// RemoveIfPresent deletes the table from netns (nil: the caller's) if it
+// is there, and says whether it was: for an agent whose policy is turned
+// off. Nothing else is touched, and an absent table is not written to.
+func RemoveIfPresent(ctx context.Context, netns ns.NetNS) (bool, error) {
 	nft, err := open(netns)
 	if err != nil {
-		return err
+		return false, err
+	}
+	if _, err := nft.ListRules(ctx, ""); err != nil {
+		if knftables.IsNotFound(err) {
+			return false, nil
+		}
+		return false, fmt.Errorf("list table inet %s: %w", TableName, err)
 	}
 	tx := nft.NewTransaction()
-	tx.Add(&knftables.Table{}) // so that the delete finds it
 	tx.Delete(&knftables.Table{})
-	if err := nft.Run(ctx, tx); err != nil {
-		return fmt.Errorf("delete table inet %s: %w", TableName, err)
+	if err := nft.Run(ctx, tx); err != nil && !knftables.IsNotFound(err) {
+		return false, fmt.Errorf("delete table inet %s: %w", TableName, err)
 	}
-	return nil
+	return true, nil
 }
 
 func open(netns ns.NetNS) (knftables.Interface, error) {

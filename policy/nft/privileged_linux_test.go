@@ -170,14 +170,14 @@ func TestPrivilegedApplyRepairRestart(t *testing.T) {
 	}
 
 	// Policy turned off: the table goes, the foreign one stays.
-	if err := Remove(ctx, n.NetNS); err != nil {
-		t.Fatal(err)
+	if removed, err := RemoveIfPresent(ctx, n.NetNS); err != nil || !removed {
+		t.Fatalf("RemoveIfPresent() = %v, %v; want true, nil", removed, err)
 	}
 	if out, err := n.Exec("nft", "list", "table", "inet", TableName); err == nil {
-		t.Errorf("table still there after Remove:\n%s", out)
+		t.Errorf("table still there after RemoveIfPresent:\n%s", out)
 	}
-	if err := Remove(ctx, n.NetNS); err != nil {
-		t.Errorf("Remove of an absent table = %v, want nil", err)
+	if removed, err := RemoveIfPresent(ctx, n.NetNS); err != nil || removed {
+		t.Errorf("RemoveIfPresent of an absent table = %v, %v; want false, nil", removed, err)
 	}
 	checkForeign(t, n, foreign)
 }

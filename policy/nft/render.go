@@ -8,10 +8,11 @@ import (
 	"strings"
 
 	"github.com/flatnet-io/flatnet/policy"
+	"github.com/flatnet-io/flatnet/wellknown"
 )
 
 // TableName is flatnet's table (family inet); nothing else is ever touched.
-const TableName = "flatnet-policy"
+const TableName = wellknown.PolicyTable
 
 // Names of the fixed objects of the table.
 const (
