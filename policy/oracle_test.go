@@ -101,8 +101,8 @@ func TestComputeAgreesWithOracle(t *testing.T) {
 								want := o.Allowed(policytest.Endpoint{Pod: src, Addr: sAddr, Node: src == nil},
 									policytest.Endpoint{Pod: dst, Addr: dAddr}, proto, port)
 								var got bool
-								switch {
-								case src == nil, src == dst:
+								switch src {
+								case nil, dst:
 									got = true // never judged: the node's own traffic, a pod's to itself
 								default:
 									got = decide(rs, policy.VethOf(handleOf(src)), sAddr, policy.VethOf(handleOf(dst)), dAddr, protocolOf(proto), uint16(port))

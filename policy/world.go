@@ -33,7 +33,7 @@ func (p *pod) namedPort(name string, proto Protocol) []uint16 {
 	var out []uint16
 	for _, c := range p.obj.Spec.Containers {
 		for _, cp := range c.Ports {
-			var cpProto Protocol = TCP // the default
+			cpProto := TCP // the default
 			ok := true
 			if cp.Protocol != "" {
 				cpProto, ok = protocolOf(&cp.Protocol)

@@ -52,7 +52,7 @@ Needs nft on PATH and the right to read the node's nftables (root).`,
 					return fmt.Errorf("%s/%s has no address on node %s", ns, pod, usage.GetNode())
 				}
 				if _, err := runNFT(ctx, "list", "table", "inet", wellknown.PolicyTable); err != nil {
-					return fmt.Errorf("no policy enforced on node %s: nft list table inet %s: %v", usage.GetNode(), wellknown.PolicyTable, err)
+					return fmt.Errorf("no policy enforced on node %s: nft list table inet %s: %w", usage.GetNode(), wellknown.PolicyTable, err)
 				}
 				for i := range atts {
 					for _, d := range []*direction{&atts[i].Ingress, &atts[i].Egress} {
@@ -66,7 +66,7 @@ Needs nft on PATH and the right to read the node's nftables (root).`,
 							d.Isolated, d.Rules = true, out
 						case strings.Contains(out, "No such file or directory"):
 						default:
-							return fmt.Errorf("nft %s: %v: %s", strings.Join(args, " "), err, out)
+							return fmt.Errorf("nft %s: %w: %s", strings.Join(args, " "), err, out)
 						}
 					}
 				}

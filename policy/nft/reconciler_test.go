@@ -321,7 +321,12 @@ func TestFailedWriteIsRetriedAfterARead(t *testing.T) {
 	cctx, cancel := context.WithCancel(ctx)
 	done := make(chan error, 1)
 	go func() { done <- r.Run(cctx) }()
-	defer func() { cancel(); <-done }()
+	defer func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Errorf("Run() = %v", err)
+		}
+	}()
 	must(t, r.Sync(ctx)) // the empty table in place
 	fake.fail = 1
 	r.Set(worldRuleset(t, scenario(t, everything)))
