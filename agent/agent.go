@@ -91,6 +91,13 @@ func run(ctx context.Context, cfg config.Config, e env, log *slog.Logger) error 
 	}
 	defer lis.Close() // if serving never starts; Serve closes it otherwise
 
+	// Policy before the API: an Allocate answers once the pod's rules are in.
+	pol, err := startPolicy(ctx, cfg, alloc, e.netns, log)
+	if err != nil {
+		return err
+	}
+	defer pol.stop()
+
 	status := &statusServer{adverts: &advertLog{}}
 	if cfg.BGP.Enabled {
 		rs, err := startRouting(ctx, cfg, ds, alloc, blocks, status.adverts, e.netns, log)
@@ -106,7 +113,7 @@ func run(ctx context.Context, cfg config.Config, e env, log *slog.Logger) error 
 	health.set("bgp", true)
 
 	srv := grpc.NewServer()
-	ipamgrpc.NewServer(alloc, ipamgrpc.Gateways{IPv4: cfg.IPAM.GatewayIPv4, IPv6: cfg.IPAM.GatewayIPv6}, log).Register(srv)
+	pol.register(srv, ipamgrpc.NewServer(alloc, ipamgrpc.Gateways{IPv4: cfg.IPAM.GatewayIPv4, IPv6: cfg.IPAM.GatewayIPv6}, log))
 	agentpb.RegisterAgentServer(srv, status)
 
 	served := make(chan error, 1)

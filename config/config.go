@@ -23,6 +23,19 @@ type Config struct {
 	Health    Health    `mapstructure:"health"`
 	IPAM      IPAM      `mapstructure:"ipam"`
 	BGP       BGP       `mapstructure:"bgp"`
+	Policy    Policy    `mapstructure:"policy"`
+}
+
+// Policy enforces Kubernetes NetworkPolicy on this node's pods with nftables
+// (docs/policy.md).
+type Policy struct {
+	// Enabled reads NetworkPolicy, Namespace and Pod objects and enforces
+	// them in the table inet flatnet-policy. It needs the kubernetes
+	// datastore: with files there is no policy. Off, the agent deletes that
+	// table if an earlier run left it.
+	Enabled bool `mapstructure:"enabled"`
+	// Resync is how often the table is read back and repaired.
+	Resync time.Duration `mapstructure:"resync"`
 }
 
 // Log says what the agent logs and how.
@@ -231,6 +244,7 @@ func Default() Config {
 			ConvergeTimeout: time.Minute,
 			GracefulRestart: GracefulRestart{Enabled: true, RestartTime: 2 * time.Minute},
 		},
+		Policy: Policy{Enabled: false, Resync: 10 * time.Second},
 	}
 }
 

@@ -40,6 +40,7 @@ func TestDefault(t *testing.T) {
 			ConvergeTimeout: time.Minute,
 			GracefulRestart: GracefulRestart{Enabled: true, RestartTime: 2 * time.Minute},
 		},
+		Policy: Policy{Resync: 10 * time.Second},
 	}
 	if diff := cmp.Diff(want, got, equateNetip); diff != "" {
 		t.Errorf("Default() mismatch (-want +got):\n%s", diff)

@@ -83,6 +83,7 @@ func exampleConfig() Config {
 			GracefulRestart: GracefulRestart{Enabled: true, RestartTime: 2 * time.Minute},
 			Peers:           []Peer{},
 		},
+		Policy: Policy{Enabled: false, Resync: 10 * time.Second},
 	}
 }
 
@@ -278,6 +279,8 @@ func TestEnvOverridesEveryScalarKey(t *testing.T) {
 		{env: "FLATNET_BGP_ROUTEREFLECTOR_CLUSTERID", value: "192.0.2.1", want: func(c *Config) { c.BGP.RouteReflector.ClusterID = netip.MustParseAddr("192.0.2.1") }},
 		{env: "FLATNET_BGP_GRACEFULRESTART_ENABLED", value: "false", want: func(c *Config) { c.BGP.GracefulRestart.Enabled = false }},
 		{env: "FLATNET_BGP_GRACEFULRESTART_RESTARTTIME", value: "90s", want: func(c *Config) { c.BGP.GracefulRestart.RestartTime = 90 * time.Second }},
+		{env: "FLATNET_POLICY_ENABLED", value: "true", wantErr: "policy.enabled true: needs datastore.type kubernetes"},
+		{env: "FLATNET_POLICY_RESYNC", value: "30s", want: func(c *Config) { c.Policy.Resync = 30 * time.Second }},
 	}
 
 	covered := map[string]bool{}
@@ -550,6 +553,16 @@ func TestLoadErrors(t *testing.T) {
 			name: "bad health address",
 			yaml: "health: {address: 9797}\n",
 			want: []string{`health.address "9797": want host:port`},
+		},
+		{
+			name: "policy with the file datastore",
+			yaml: "policy: {enabled: true}\n",
+			want: []string{`policy.enabled true: needs datastore.type kubernetes`},
+		},
+		{
+			name: "policy resync too short",
+			yaml: "policy: {resync: 100ms}\n",
+			want: []string{`policy.resync 100ms: want at least 1s`},
 		},
 		{
 			name: "unknown datastore",

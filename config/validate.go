@@ -44,6 +44,7 @@ func (c Config) Validate() error {
 	// agent checks at start that there is at least one pool in all.
 	errs = append(errs, c.IPAM.validate(c.Datastore.Type != "kubernetes")...)
 	errs = append(errs, c.BGP.validate()...)
+	errs = append(errs, c.Policy.validate(c.Datastore.Type)...)
 	return errors.Join(errs...)
 }
 
@@ -304,4 +305,15 @@ func (p Peer) validate(key string, b BGP) []error {
 		errs, q.BFD.Multiplier = append(errs, invalid(key+".bfd.multiplier", m, "want 1..255, or 0 for %d", bgp.DefaultBFDMultiplier)), 0
 	}
 	return append(errs, fieldErrs(key, q.BGP().Check(b.Speaker()))...)
+}
+
+func (p Policy) validate(datastore string) []error {
+	var errs []error
+	if p.Enabled && datastore != "kubernetes" {
+		errs = append(errs, invalid("policy.enabled", p.Enabled, "needs datastore.type kubernetes: NetworkPolicy comes from the API (with files there is no policy)"))
+	}
+	if p.Resync < time.Second {
+		errs = append(errs, invalid("policy.resync", p.Resync, "want at least 1s"))
+	}
+	return errs
 }

@@ -12,6 +12,7 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	corev1client "k8s.io/client-go/kubernetes/typed/core/v1"
+	networkingv1client "k8s.io/client-go/kubernetes/typed/networking/v1"
 	"k8s.io/client-go/tools/cache"
 
 	"github.com/flatnet-io/flatnet/bgp/mesh"
@@ -57,6 +58,9 @@ status:
 		{"watch", "nodes", "yes"},
 		{"get", "pods", "yes"},
 		{"watch", "pods", "yes"},
+		{"watch", "namespaces", "yes"},
+		{"list", "networkpolicies.networking.k8s.io", "yes"},
+		{"watch", "networkpolicies.networking.k8s.io", "yes"},
 
 		{"get", "secrets", "no"},
 		{"list", "secrets", "no"},
@@ -74,6 +78,8 @@ status:
 		{"create", "ippools.flatnet.io", "no"},
 		{"delete", "bgppeers.flatnet.io", "no"},
 		{"update", "clusterroles", "no"},
+		{"create", "networkpolicies.networking.k8s.io", "no"},
+		{"update", "namespaces", "no"},
 	}
 	var wg sync.WaitGroup
 	limit := make(chan struct{}, 4) // kubectl is slow to start; a few at a time
@@ -143,6 +149,21 @@ status:
 	}
 	if _, err := gc.Collect(ctx); err != nil {
 		t.Errorf("garbage collection as the agent: %v", err)
+	}
+
+	// The policy informers sync under that identity.
+	networking, err := networkingv1client.NewForConfig(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	policyInformers := []cache.SharedIndexInformer{kube.NetworkPolicyInformer(networking), kube.NamespaceInformer(core), kube.AllPodsInformer(core)}
+	var synced []cache.InformerSynced
+	for _, inf := range policyInformers {
+		go inf.RunWithContext(ctx)
+		synced = append(synced, inf.HasSynced)
+	}
+	if !cache.WaitForCacheSync(ctx.Done(), synced...) {
+		t.Error("policy informers did not sync as the agent")
 	}
 
 	// And the API itself refuses the rest.

@@ -2,13 +2,16 @@
 // configuration (in-cluster, or from a kubeconfig file) and the informers
 // that the Kubernetes datastore's parts read from — Nodes and Pods for the
 // node registry (bgp/mesh/kubemesh) and the garbage collector (ipam/kubegc),
-// IPPools and BGPPeers for the agent's pools and explicit peers; the IPAM
-// store (ipam/kubestore) watches its own objects. The types of flatnet's own
+// IPPools and BGPPeers for the agent's pools and explicit peers,
+// NetworkPolicies, Namespaces and every Pod for NetworkPolicy enforcement
+// (policy/kubepolicy); the IPAM store (ipam/kubestore) watches its own
+// objects. The types of flatnet's own
 // resources are in kube/v1alpha1.
 //
 // The package must not hold IPAM or BGP logic, and the agent must not need
-// more access than deploy/rbac.yaml grants: it reads Nodes, Pods, IPPools
-// and BGPPeers, never writes them, and never reads Secrets.
+// more access than deploy/rbac.yaml grants: it reads Nodes, Pods, IPPools,
+// BGPPeers, Namespaces and NetworkPolicies, never writes them, and never
+// reads Secrets.
 package kube
 
 import (

@@ -19,3 +19,7 @@ const HostVethPrefix = "fln"
 // AgentSocket is where the agent serves its API by default (api.socket), and
 // where the CNI plugin and flatnetctl look for it.
 const AgentSocket = "/run/flatnet/flatnet.sock"
+
+// PolicyTable is the nftables table (family inet) in which the agent
+// enforces NetworkPolicy, and which flatnetctl policy reads.
+const PolicyTable = "flatnet-policy"

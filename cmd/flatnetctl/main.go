@@ -56,6 +56,6 @@ func newRoot() *cobra.Command {
 	}
 	ipamCmd := &cobra.Command{Use: "ipam", Short: "Address management"}
 	ipamCmd.AddCommand(newIPAMShow(opts))
-	root.AddCommand(ipamCmd, newStatus(opts), newVerify(opts))
+	root.AddCommand(ipamCmd, newStatus(opts), newVerify(opts), newPolicy(opts))
 	return root
 }
