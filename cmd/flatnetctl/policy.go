@@ -6,6 +6,7 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"fmt"
+	"google.golang.org/grpc"
 	"io"
 	"os/exec"
 	"strings"
@@ -39,13 +40,19 @@ Needs nft on PATH and the right to read the node's nftables (root).`,
 				return fmt.Errorf("%q: want NAMESPACE/POD", args[0])
 			}
 			return opts.withAgent(cmd.Context(), func(ctx context.Context, c *agentclient.Client) error {
-				usage, err := c.IPAM.Usage(ctx, &ipampb.UsageRequest{})
-				if err != nil {
-					return explain(opts.socket, err)
+				var usage *ipampb.UsageResponse
+				if err := opts.call(func(co ...grpc.CallOption) (err error) {
+					usage, err = c.IPAM.Usage(ctx, &ipampb.UsageRequest{}, co...)
+					return err
+				}); err != nil {
+					return err
 				}
-				list, err := c.IPAM.List(ctx, &ipampb.ListRequest{Node: usage.GetNode()})
-				if err != nil {
-					return explain(opts.socket, err)
+				var list *ipampb.ListResponse
+				if err := opts.call(func(co ...grpc.CallOption) (err error) {
+					list, err = c.IPAM.List(ctx, &ipampb.ListRequest{Node: usage.GetNode()}, co...)
+					return err
+				}); err != nil {
+					return err
 				}
 				atts := podAttachments(list, usage.GetNode(), ns, pod)
 				if len(atts) == 0 {
