@@ -154,7 +154,11 @@ func TestPrefixLimit(t *testing.T) {
 	a.waitRoute("10.244.1.0/26")
 	a.waitRoute("10.244.2.0/26")
 
-	// One warning says so, however many UPDATEs came over the limit.
+	// One warning says so, however many UPDATEs came over the limit. It
+	// follows GoBGP's event, which may come after the state changed.
+	for deadline := time.Now().Add(10 * time.Second); a.logs.count("WARN", "prefix limit") == 0 && time.Now().Before(deadline); {
+		time.Sleep(10 * time.Millisecond)
+	}
 	if n := a.logs.count("WARN", "prefix limit"); n != 1 {
 		t.Errorf("the session's shutdown for its prefix limit logged %d warnings, want 1", n)
 	}

@@ -96,7 +96,9 @@ type originInfo struct {
 	noImplicitWithdraw bool
 	isFromExternal     bool
 	eor                bool
-	stale              bool
+	// flatnet patch: read by ListPath while the peer's FSM handler marks a
+	// restarting peer's routes stale (StaleAll): atomic, or the two race.
+	stale atomic.Bool
 }
 
 type RpkiValidationReasonType string
@@ -417,11 +419,11 @@ func (path *Path) GetSource() *PeerInfo {
 }
 
 func (path *Path) MarkStale(s bool) {
-	path.OriginInfo().stale = s
+	path.OriginInfo().stale.Store(s)
 }
 
 func (path *Path) IsStale() bool {
-	return path.OriginInfo().stale
+	return path.OriginInfo().stale.Load()
 }
 
 func (path *Path) IsRejected() bool {
