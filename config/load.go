@@ -8,7 +8,6 @@ import (
 	"net/netip"
 	"os"
 	"reflect"
-	"strconv"
 	"time"
 
 	"github.com/go-viper/mapstructure/v2"
@@ -161,16 +160,27 @@ func decodeHook(from, to reflect.Type, data any) (any, error) {
 			return nil, fmt.Errorf("want a CIDR such as 10.244.0.0/16, got %v", data)
 		}
 		return netip.ParsePrefix(s)
-	case to.Kind() == reflect.Bool && isString:
-		b, err := strconv.ParseBool(s)
-		if err != nil {
+	case to.Kind() == reflect.Bool && from.Kind() != reflect.Bool:
+		// Only a YAML boolean: mapstructure's weak decoding would take any
+		// number (12345, -7, 0.5) as true.
+		if b, ok := yamlBools[s]; isString && ok {
+			return b, nil
+		}
+		if isString {
 			return nil, fmt.Errorf("want true or false, got %q", s)
 		}
-		return b, nil
+		return nil, fmt.Errorf("want true or false, got %v", data)
 	case isInteger(to) && from != to:
 		return toInteger(to, data)
 	}
 	return data, nil
+}
+
+// yamlBools are the booleans of YAML 1.2's core schema, as a string spells
+// them (an environment variable, a flag, a quoted value in the file).
+var yamlBools = map[string]bool{
+	"true": true, "True": true, "TRUE": true,
+	"false": false, "False": false, "FALSE": false,
 }
 
 func isInteger(t reflect.Type) bool {

@@ -255,6 +255,7 @@ func TestEnvOverridesEveryScalarKey(t *testing.T) {
 		{env: "FLATNET_DATASTORE_FILE_DIR", value: "/tmp/ipam", want: func(c *Config) { c.Datastore.File.Dir = "/tmp/ipam" }},
 		{env: "FLATNET_DATASTORE_FILE_FSYNC", value: "false", want: func(c *Config) { c.Datastore.File.Fsync = false }},
 		{env: "FLATNET_IPAM_STRICTAFFINITY", value: "true", want: func(c *Config) { c.IPAM.StrictAffinity = true }},
+		{env: "FLATNET_IPAM_STRICTAFFINITY", value: "1", wantErr: `ipam.strictAffinity: want true or false, got "1"`},
 		{env: "FLATNET_IPAM_BLOCKRELEASEGRACE", value: "90s", want: func(c *Config) { c.IPAM.BlockReleaseGrace = 90 * time.Second }},
 		{env: "FLATNET_IPAM_GATEWAYIPV4", value: "169.254.0.1", want: func(c *Config) { c.IPAM.GatewayIPv4 = netip.MustParseAddr("169.254.0.1") }},
 		{env: "FLATNET_IPAM_GATEWAYIPV6", value: "fe80::2", want: func(c *Config) { c.IPAM.GatewayIPv6 = netip.MustParseAddr("fe80::2") }},
@@ -573,6 +574,31 @@ func TestLoadErrors(t *testing.T) {
 			name: "bad boolean",
 			yaml: "ipam:\n  strictAffinity: maybe\n",
 			want: []string{`ipam.strictAffinity: want true or false, got "maybe"`},
+		},
+		{
+			name: "number as a boolean",
+			yaml: "ipam:\n  strictAffinity: 12345\n",
+			want: []string{"ipam.strictAffinity: want true or false, got 12345"},
+		},
+		{
+			name: "negative number as a boolean",
+			yaml: "bgp:\n  enabled: -7\n",
+			want: []string{"bgp.enabled: want true or false, got -7"},
+		},
+		{
+			name: "fraction as a boolean",
+			yaml: "datastore:\n  file: {fsync: 0.5}\n",
+			want: []string{"datastore.file.fsync: want true or false, got 0.5"},
+		},
+		{
+			name: "zero as a boolean",
+			yaml: "bgp:\n  peers:\n    - {name: tor, address: 192.0.2.1, asn: 65001, passive: 0}\n",
+			want: []string{"bgp.peers[0].passive: want true or false, got 0"},
+		},
+		{
+			name: "YAML 1.1 boolean",
+			yaml: "ipam:\n  strictAffinity: yes\n",
+			want: []string{`ipam.strictAffinity: want true or false, got "yes"`},
 		},
 		{
 			name: "unparsable gateway",
