@@ -41,6 +41,9 @@ func run(ctx context.Context, args []string) error {
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
+	if fs.NArg() > 0 {
+		return fmt.Errorf("unexpected argument %q: name a configuration file with --config %s", fs.Arg(0), fs.Arg(0))
+	}
 	if *showVersion {
 		fmt.Println("flatnet-agent", version)
 		return nil
