@@ -1,8 +1,10 @@
 package config
 
 import (
+	"bytes"
 	"errors"
 	"fmt"
+	"io"
 	"math"
 	"math/big"
 	"net/netip"
@@ -13,6 +15,7 @@ import (
 	"github.com/go-viper/mapstructure/v2"
 	"github.com/spf13/pflag"
 	"github.com/spf13/viper"
+	"go.yaml.in/yaml/v3"
 
 	"github.com/flatnet-io/flatnet/ipam"
 )
@@ -85,22 +88,50 @@ func Load(path string, fs *pflag.FlagSet) (Config, error) {
 	return c, nil
 }
 
+// Bounds on the file: what Load reads and what it lets the YAML decoder
+// see. A configuration is a few kilobytes with a few dozen keys.
+const (
+	// maxFileSize keeps --config /dev/zero (or a log file given by mistake)
+	// from filling memory.
+	maxFileSize = 1 << 20
+	// maxMappingKeys bounds the keys of one mapping. The YAML decoder checks
+	// a mapping for repeated keys by comparing every key with every other:
+	// 100,000 keys, which fit in maxFileSize, take a minute. No section of
+	// Config has more than about twenty keys, so a mapping with more than
+	// this holds unknown or repeated ones anyway.
+	maxMappingKeys = 256
+)
+
 // readFile parses the YAML file at path, whatever its extension, and checks
 // that every key in it is one Config has.
 func readFile(path string) (map[string]any, error) {
-	b, err := os.ReadFile(path)
+	f, err := os.Open(path)
 	if err != nil {
 		return nil, fmt.Errorf("read config: %w", err)
 	}
-	// viper's own YAML decoder: the file is parsed as viper would parse it,
-	// but keys keep the case they are written in, for the errors below.
-	dec, err := viper.NewCodecRegistry().Decoder("yaml")
+	defer f.Close()
+	b, err := io.ReadAll(io.LimitReader(f, maxFileSize+1))
 	if err != nil {
+		return nil, fmt.Errorf("read config: %w", err)
+	}
+	if len(b) > maxFileSize {
+		return nil, fmt.Errorf("read config %s: larger than 1 MiB; a configuration file is a few kilobytes", path)
+	}
+	// Parsed as viper would parse it (go.yaml.in/yaml/v3), but first into
+	// nodes, to be checked before the decoder sees them; keys keep the case
+	// they are written in, for the errors below.
+	var doc yaml.Node
+	if err := yaml.NewDecoder(bytes.NewReader(b)).Decode(&doc); err != nil && !errors.Is(err, io.EOF) {
+		return nil, fmt.Errorf("parse config %s: %w", path, err)
+	}
+	if err := checkMappingSizes(&doc); err != nil {
 		return nil, fmt.Errorf("parse config %s: %w", path, err)
 	}
 	raw := map[string]any{}
-	if err := dec.Decode(b, raw); err != nil {
-		return nil, fmt.Errorf("parse config %s: %w", path, err)
+	if doc.Kind != 0 {
+		if err := doc.Decode(&raw); err != nil {
+			return nil, fmt.Errorf("parse config %s: %w", path, err)
+		}
 	}
 	if errs := checkKeys(raw, reflect.TypeFor[Config](), ""); len(errs) > 0 {
 		for i, err := range errs {
@@ -109,6 +140,20 @@ func readFile(path string) (map[string]any, error) {
 		return nil, errors.Join(errs...)
 	}
 	return raw, nil
+}
+
+// checkMappingSizes returns an error for the first mapping under n with
+// more than maxMappingKeys keys.
+func checkMappingSizes(n *yaml.Node) error {
+	if n.Kind == yaml.MappingNode && len(n.Content)/2 > maxMappingKeys {
+		return fmt.Errorf("line %d: a mapping of %d keys, at most %d allowed", n.Line, len(n.Content)/2, maxMappingKeys)
+	}
+	for _, c := range n.Content { // an alias's target is checked where it is defined
+		if err := checkMappingSizes(c); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 // bindChangedFlags binds to its key each agent flag the user set in fs. An

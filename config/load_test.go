@@ -2,6 +2,7 @@ package config
 
 import (
 	"errors"
+	"fmt"
 	"io/fs"
 	"net/netip"
 	"os"
@@ -679,6 +680,54 @@ func TestLoadFileErrors(t *testing.T) {
 		_, err := Load(path, nil)
 		if err == nil || !strings.Contains(err.Error(), "parse config "+path+": yaml: line") {
 			t.Errorf("Load(%s) = %v, want a YAML error naming the file and line", path, err)
+		}
+	})
+}
+
+// Load reads at most 1 MiB, and never lets the YAML decoder compare the keys
+// of a huge mapping with each other (quadratic: 100,000 keys took a minute).
+func TestLoadBoundsTheFile(t *testing.T) {
+	isolate(t)
+	t.Run("larger than 1 MiB", func(t *testing.T) {
+		// Valid YAML all the way: only its size is wrong.
+		path := writeConfig(t, "log: {level: info}\n"+strings.Repeat("# padding\n", 110_000))
+		_, err := Load(path, nil)
+		if err == nil || !strings.Contains(err.Error(), "read config "+path+": larger than 1 MiB") {
+			t.Errorf("Load() = %v, want a size error naming the file", err)
+		}
+	})
+	t.Run("a mapping of 80,000 keys", func(t *testing.T) {
+		var b strings.Builder
+		b.WriteString("ipam:\n")
+		for i := range 80_000 {
+			fmt.Fprintf(&b, "  k%d: 1\n", i)
+		}
+		if b.Len() > maxFileSize {
+			t.Fatalf("test file of %d bytes is over the size limit", b.Len())
+		}
+		path := writeConfig(t, b.String())
+		start := time.Now()
+		_, err := Load(path, nil)
+		if err == nil || !strings.Contains(err.Error(), "line 2: a mapping of 80000 keys, at most 256 allowed") {
+			t.Errorf("Load() = %v, want a mapping-size error", err)
+		}
+		if d := time.Since(start); d > 5*time.Second {
+			t.Errorf("Load() took %v", d)
+		}
+	})
+	t.Run("many small mappings", func(t *testing.T) {
+		// Lists of mappings are as long as the file allows: linear.
+		var b strings.Builder
+		b.WriteString("ipam:\n  pools:\n")
+		for i := 0; b.Len() < maxFileSize-100; i++ {
+			fmt.Fprintf(&b, "    - {name: p%d, cidr: 10.%d.%d.0/24}\n", i, i/256%256, i%256)
+		}
+		start := time.Now()
+		if _, err := Load(writeConfig(t, b.String()), nil); err == nil || !strings.Contains(err.Error(), "pools, at most 1024 allowed") {
+			t.Errorf("Load() = %v, want a pool count error", err)
+		}
+		if d := time.Since(start); d > 5*time.Second {
+			t.Errorf("Load() took %v", d)
 		}
 	})
 }

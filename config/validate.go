@@ -122,6 +122,10 @@ func (ip IPAM) validate(requirePool bool) []error {
 	if requirePool && len(ip.Pools) == 0 {
 		errs = append(errs, invalid("ipam.pools", ip.Pools, "at least one pool is required"))
 	}
+	if len(ip.Pools) > ipam.MaxPools {
+		// Each pool is checked against every other: not for this many.
+		return append(errs, fmt.Errorf("ipam.pools: %d pools, at most %d allowed", len(ip.Pools), ipam.MaxPools))
+	}
 	names := map[string]int{} // pool name -> index of its first use
 	for i, p := range ip.Pools {
 		key := fmt.Sprintf("ipam.pools[%d]", i)

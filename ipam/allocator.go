@@ -63,6 +63,9 @@ func New(store Store, cfg Config) (*Allocator, error) {
 	if len(cfg.Pools) == 0 {
 		return nil, fmt.Errorf("new allocator: %w: no pools", ErrInvalid)
 	}
+	if len(cfg.Pools) > MaxPools {
+		return nil, fmt.Errorf("new allocator: %w: %d pools, at most %d allowed", ErrInvalid, len(cfg.Pools), MaxPools)
+	}
 	for i, p := range cfg.Pools {
 		if _, err := NewPool(p.Name, p.CIDR, p.BlockSize); err != nil {
 			return nil, fmt.Errorf("new allocator: %w", err)

@@ -116,6 +116,21 @@ func TestNewRejectsOverlappingPools(t *testing.T) {
 	}
 }
 
+// Pools are checked against each other: not for more than MaxPools of them.
+func TestNewRejectsTooManyPools(t *testing.T) {
+	pools := make([]ipam.Pool, ipam.MaxPools+1)
+	for i := range pools {
+		pools[i] = pool(t, fmt.Sprintf("p%d", i), fmt.Sprintf("10.%d.%d.0/24", i/256, i%256), 26)
+	}
+	_, err := ipam.New(ipamtest.NewMemStore(), ipam.Config{Node: "n1", Pools: pools})
+	if !errors.Is(err, ipam.ErrInvalid) || !strings.Contains(err.Error(), "1025 pools, at most 1024") {
+		t.Errorf("New with %d pools = %v", len(pools), err)
+	}
+	if _, err := ipam.New(ipamtest.NewMemStore(), ipam.Config{Node: "n1", Pools: pools[:ipam.MaxPools]}); err != nil {
+		t.Errorf("New with %d pools = %v", ipam.MaxPools, err)
+	}
+}
+
 // Blocks are carved at the pool's edges, including the very end of the address
 // space, and the pool gives out every one of its addresses exactly once.
 func TestCarvesWholePoolAtEdges(t *testing.T) {

@@ -41,6 +41,10 @@ const (
 	MinBlockSizeIPv6 = 116
 )
 
+// MaxPools is the most pools an allocator takes: every pool is checked
+// against every other for overlaps, and a cluster has a handful.
+const MaxPools = 1024
+
 // BlockSizes is the range of block sizes (prefix lengths) a pool of family f
 // may use.
 func BlockSizes(f Family) (lo, hi int) {
