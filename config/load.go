@@ -189,32 +189,32 @@ func decodeHook(from, to reflect.Type, data any) (any, error) {
 	switch {
 	case to == durationType && from != durationType:
 		if isString {
-			return time.ParseDuration(s)
+			d, err := time.ParseDuration(s)
+			return d, parseErr(err, s, `a duration with a unit, such as "5m" or "300s"`)
 		}
 		if v := reflect.ValueOf(data); (v.CanInt() || v.CanUint() || v.CanFloat()) && v.IsZero() {
 			return time.Duration(0), nil
 		}
-		return nil, fmt.Errorf("want a duration with a unit, such as \"5m\" or \"300s\", got %v", data)
+		return nil, fmt.Errorf("want a duration with a unit, such as \"5m\" or \"300s\", got %s", shown(data))
 	case to == addrType && from != addrType:
 		if !isString {
-			return nil, fmt.Errorf("want an IP address, got %v", data)
+			return nil, fmt.Errorf("want an IP address, got %s", shown(data))
 		}
-		return netip.ParseAddr(s)
+		a, err := netip.ParseAddr(s)
+		return a, parseErr(err, s, "an IP address")
 	case to == prefixType && from != prefixType:
 		if !isString {
-			return nil, fmt.Errorf("want a CIDR such as 10.244.0.0/16, got %v", data)
+			return nil, fmt.Errorf("want a CIDR such as 10.244.0.0/16, got %s", shown(data))
 		}
-		return netip.ParsePrefix(s)
+		p, err := netip.ParsePrefix(s)
+		return p, parseErr(err, s, "a CIDR such as 10.244.0.0/16")
 	case to.Kind() == reflect.Bool && from.Kind() != reflect.Bool:
 		// Only a YAML boolean: mapstructure's weak decoding would take any
 		// number (12345, -7, 0.5) as true.
 		if b, ok := yamlBools[s]; isString && ok {
 			return b, nil
 		}
-		if isString {
-			return nil, fmt.Errorf("want true or false, got %q", s)
-		}
-		return nil, fmt.Errorf("want true or false, got %v", data)
+		return nil, fmt.Errorf("want true or false, got %s", shown(data))
 	case isInteger(to) && from != to:
 		return toInteger(to, data)
 	}
@@ -244,8 +244,13 @@ func toInteger(to reflect.Type, data any) (any, error) {
 	var n big.Int
 	switch v := reflect.ValueOf(data); {
 	case v.Kind() == reflect.String:
+		// No integer type has more than 20 digits; a longer string is not
+		// worth parsing (decimal parsing is not linear).
+		if len(v.String()) > 64 {
+			return nil, fmt.Errorf("want an integer, got %s", shown(data))
+		}
 		if _, ok := n.SetString(v.String(), 10); !ok {
-			return nil, fmt.Errorf("want an integer, got %q", v.String())
+			return nil, fmt.Errorf("want an integer, got %s", shown(data))
 		}
 	case v.CanInt():
 		n.SetInt64(v.Int())
@@ -254,7 +259,7 @@ func toInteger(to reflect.Type, data any) (any, error) {
 	case v.CanFloat() && v.Float() == math.Trunc(v.Float()) && math.Abs(v.Float()) < 1<<63:
 		n.SetInt64(int64(v.Float()))
 	default:
-		return nil, fmt.Errorf("want an integer, got %v", data)
+		return nil, fmt.Errorf("want an integer, got %s", shown(data))
 	}
 	out := reflect.New(to).Elem()
 	lo, hi := new(big.Int), new(big.Int)
@@ -291,9 +296,9 @@ func decodeErrors(err error) error {
 				walk(err)
 			}
 		case errors.As(err, &decodeErr):
-			errs = append(errs, fmt.Errorf("%s: %w", decodeErr.Name(), decodeErr.Unwrap()))
+			errs = append(errs, clipErr(fmt.Errorf("%s: %w", decodeErr.Name(), decodeErr.Unwrap())))
 		default:
-			errs = append(errs, err)
+			errs = append(errs, clipErr(err))
 		}
 	}
 	walk(err)

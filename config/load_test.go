@@ -731,3 +731,60 @@ func TestLoadBoundsTheFile(t *testing.T) {
 		}
 	})
 }
+
+// A value of any length is shown in an error by its start only: a 10 MB
+// value must not become a 10 MB log line.
+func TestErrorsTruncateValues(t *testing.T) {
+	const maxLine = 400
+	huge := strings.Repeat("x", 200_000)
+	check := func(t *testing.T, err error) {
+		t.Helper()
+		if err == nil {
+			t.Fatal("Load() = nil, want an error")
+		}
+		for line := range strings.Lines(err.Error()) {
+			if len(line) > maxLine {
+				t.Errorf("error line of %d bytes: %.200s…", len(line), line)
+			}
+		}
+	}
+	// Every scalar key, from the environment (which takes any string).
+	for _, s := range settings(Default()) {
+		vars := envVars(s)
+		if len(vars) == 0 || s.key == "bgp.meshPassword" {
+			continue
+		}
+		for _, v := range []string{huge, strings.Repeat("9", 200_000)} {
+			t.Run(s.key, func(t *testing.T) {
+				isolate(t)
+				t.Setenv("NODE_NAME", "node-a")
+				t.Setenv(vars[0], v)
+				_, err := Load("", nil)
+				if s.key == "nodeName" || err != nil { // some keys take any string
+					check(t, err)
+				}
+			})
+		}
+	}
+	// And from the file: values, keys, sections, lists.
+	for name, yaml := range map[string]string{
+		"value":         "log: {level: " + huge[:100_000] + "}\n",
+		"unknown key":   huge[:100_000] + ": 1\n",
+		"nested key":    "ipam:\n  " + huge[:100_000] + ": 1\n",
+		"section":       "log: " + huge[:100_000] + "\n",
+		"list":          "log: {level: [" + strings.Repeat("x, ", 100_000) + "x]}\n",
+		"list section":  "log: [" + strings.Repeat("x, ", 100_000) + "x]\n",
+		"integer list":  "bgp: {asn: [" + strings.Repeat("1, ", 100_000) + "1]}\n",
+		"long integer":  "bgp: {asn: " + strings.Repeat("9", 100_000) + "}\n",
+		"pool name":     "ipam: {pools: [{name: " + huge[:100_000] + ", cidr: 10.0.0.0/16}]}\n",
+		"peer name":     "bgp: {peers: [{name: " + huge[:100_000] + ", address: 192.0.2.1, asn: 65001}]}\n",
+		"import prefix": "bgp: {peers: [{name: a, address: 192.0.2.1, asn: 65001, import: {allow: [" + huge[:100_000] + "]}}]}\n",
+	} {
+		t.Run(name, func(t *testing.T) {
+			isolate(t)
+			t.Setenv("NODE_NAME", "node-a")
+			_, err := Load(writeConfig(t, yaml), nil)
+			check(t, err)
+		})
+	}
+}

@@ -49,10 +49,7 @@ func (c Config) Validate() error {
 
 // invalid returns the error for key holding value: "log.level "verbose": why".
 func invalid(key string, value any, why string, args ...any) error {
-	if s, ok := value.(string); ok {
-		value = fmt.Sprintf("%q", s)
-	}
-	return fmt.Errorf("%s %v: %s", key, value, fmt.Sprintf(why, args...))
+	return fmt.Errorf("%s %s: %s", key, shown(value), fmt.Sprintf(why, args...))
 }
 
 func validateNodeName(name string) []error {
