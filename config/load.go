@@ -10,6 +10,7 @@ import (
 	"net/netip"
 	"os"
 	"reflect"
+	"strings"
 	"time"
 
 	"github.com/go-viper/mapstructure/v2"
@@ -120,12 +121,23 @@ func readFile(path string) (map[string]any, error) {
 	// Parsed as viper would parse it (go.yaml.in/yaml/v3), but first into
 	// nodes, to be checked before the decoder sees them; keys keep the case
 	// they are written in, for the errors below.
+	dec := yaml.NewDecoder(bytes.NewReader(b))
 	var doc yaml.Node
-	if err := yaml.NewDecoder(bytes.NewReader(b)).Decode(&doc); err != nil && !errors.Is(err, io.EOF) {
+	if err := dec.Decode(&doc); err != nil && !errors.Is(err, io.EOF) {
 		return nil, fmt.Errorf("parse config %s: %w", path, err)
 	}
-	if err := checkMappingSizes(&doc); err != nil {
+	// yaml.Unmarshal would read the first document and ignore the rest.
+	if err := dec.Decode(new(yaml.Node)); !errors.Is(err, io.EOF) {
+		if err == nil {
+			err = errors.New("more than one YAML document (---); put every key in one")
+		}
 		return nil, fmt.Errorf("parse config %s: %w", path, err)
+	}
+	if errs := checkMappings(&doc, ""); len(errs) > 0 {
+		for i, err := range errs {
+			errs[i] = fmt.Errorf("config %s: %w", path, err)
+		}
+		return nil, errors.Join(errs...)
 	}
 	raw := map[string]any{}
 	if doc.Kind != 0 {
@@ -142,18 +154,46 @@ func readFile(path string) (map[string]any, error) {
 	return raw, nil
 }
 
-// checkMappingSizes returns an error for the first mapping under n with
-// more than maxMappingKeys keys.
-func checkMappingSizes(n *yaml.Node) error {
-	if n.Kind == yaml.MappingNode && len(n.Content)/2 > maxMappingKeys {
-		return fmt.Errorf("line %d: a mapping of %d keys, at most %d allowed", n.Line, len(n.Content)/2, maxMappingKeys)
-	}
-	for _, c := range n.Content { // an alias's target is checked where it is defined
-		if err := checkMappingSizes(c); err != nil {
-			return err
+// checkMappings checks the mappings under n, which is at key: none may
+// have more than maxMappingKeys keys, and no two keys of one may differ only
+// in case (keys match whatever their case, so viper would merge them).
+func checkMappings(n *yaml.Node, key string) []error {
+	switch n.Kind {
+	case yaml.MappingNode:
+		if len(n.Content)/2 > maxMappingKeys {
+			return []error{fmt.Errorf("line %d: a mapping of %d keys, at most %d allowed", n.Line, len(n.Content)/2, maxMappingKeys)}
 		}
+		var errs []error
+		first := map[string]*yaml.Node{}
+		for i := 0; i+1 < len(n.Content); i += 2 {
+			k, v := n.Content[i], n.Content[i+1]
+			if k.Kind != yaml.ScalarNode {
+				continue
+			}
+			folded := strings.ToLower(k.Value)
+			if f, dup := first[folded]; dup && f.Value != k.Value {
+				errs = append(errs, fmt.Errorf("line %d: key %s repeats %s of line %d (keys match whatever their case)",
+					k.Line, clip(joinKey(key, k.Value), maxShown), clip(joinKey(key, f.Value), maxShown), f.Line))
+				continue
+			}
+			first[folded] = k
+			errs = append(errs, checkMappings(v, joinKey(key, k.Value))...)
+		}
+		return errs
+	case yaml.SequenceNode:
+		var errs []error
+		for i, c := range n.Content {
+			errs = append(errs, checkMappings(c, fmt.Sprintf("%s[%d]", key, i))...)
+		}
+		return errs
+	case yaml.DocumentNode:
+		var errs []error
+		for _, c := range n.Content {
+			errs = append(errs, checkMappings(c, key)...)
+		}
+		return errs
 	}
-	return nil
+	return nil // scalars, and aliases, whose target is checked where it is defined
 }
 
 // bindChangedFlags binds to its key each agent flag the user set in fs. An

@@ -447,6 +447,21 @@ func TestLoadErrors(t *testing.T) {
 			yaml: "ipam:\n  pools: 10.0.0.0/16\n",
 			want: []string{`ipam.pools "10.0.0.0/16": want a list of mappings`},
 		},
+		{
+			name: "key repeated in another case",
+			yaml: "log:\n  level: debug\nLOG:\n  format: json\n",
+			want: []string{"config $FILE: line 3: key LOG repeats log of line 1 (keys match whatever their case)"},
+		},
+		{
+			name: "nested key repeated in another case",
+			yaml: "ipam:\n  strictAffinity: true\n  strictaffinity: false\n",
+			want: []string{"config $FILE: line 3: key ipam.strictaffinity repeats ipam.strictAffinity of line 2 (keys match whatever their case)"},
+		},
+		{
+			name: "pool key repeated in another case",
+			yaml: "ipam:\n  pools:\n    - {name: a, cidr: 10.0.0.0/16, CIDR: 10.1.0.0/16}\n",
+			want: []string{"key ipam.pools[0].CIDR repeats ipam.pools[0].cidr of line 3"},
+		},
 		// Pools.
 		{
 			name: "bad CIDR",
@@ -675,6 +690,25 @@ func TestLoadFileErrors(t *testing.T) {
 			t.Errorf("Load(%s) = %v, want a not-exist error naming the file", path, err)
 		}
 	})
+	t.Run("second document", func(t *testing.T) {
+		path := writeConfig(t, "log: {level: debug}\n---\nlog: {level: error}\n")
+		_, err := Load(path, nil)
+		if err == nil || !strings.Contains(err.Error(), "parse config "+path+": more than one YAML document") {
+			t.Errorf("Load(%s) = %v, want an error about the second document", path, err)
+		}
+	})
+	t.Run("second document empty", func(t *testing.T) {
+		path := writeConfig(t, "log: {level: debug}\n---\n")
+		if _, err := Load(path, nil); err == nil {
+			t.Errorf("Load(%s) = nil, want an error about the second document", path)
+		}
+	})
+	t.Run("one document marked", func(t *testing.T) {
+		path := writeConfig(t, "---\nlog: {level: debug}\n...\n")
+		if c, err := Load(path, nil); err != nil || c.Log.Level != "debug" {
+			t.Errorf("Load(%s) = %v, %v; want level debug", path, c.Log, err)
+		}
+	})
 	t.Run("YAML syntax error", func(t *testing.T) {
 		path := writeConfig(t, "log:\n  level: [info\n")
 		_, err := Load(path, nil)
@@ -708,7 +742,7 @@ func TestLoadBoundsTheFile(t *testing.T) {
 		path := writeConfig(t, b.String())
 		start := time.Now()
 		_, err := Load(path, nil)
-		if err == nil || !strings.Contains(err.Error(), "line 2: a mapping of 80000 keys, at most 256 allowed") {
+		if err == nil || !strings.Contains(err.Error(), "config "+path+": line 2: a mapping of 80000 keys, at most 256 allowed") {
 			t.Errorf("Load() = %v, want a mapping-size error", err)
 		}
 		if d := time.Since(start); d > 5*time.Second {
