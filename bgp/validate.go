@@ -124,6 +124,17 @@ func CheckAPIListen(field, hostPort string) []FieldError {
 	return nil
 }
 
+// CheckPasswordWithAPI checks that no TCP MD5 password is set at field on
+// a speaker that serves GoBGP's gRPC API (apiListen non-empty): the API has
+// no authentication, and its ListPeer hands every peer's password to any
+// local user who connects. The value is not shown.
+func CheckPasswordWithAPI(field, password, apiListen string) []FieldError {
+	if password != "" && apiListen != "" {
+		return []FieldError{fieldErr(field, nil, "must not be set with bgp.apiListen: GoBGP's API has no authentication and gives every peer's password to any local user (ListPeer)")}
+	}
+	return nil
+}
+
 // CheckRestartTime checks the graceful restart time at field: whole seconds,
 // at most MaxRestartTime (the OPEN's field has 12 bits); 0 means 120s.
 func CheckRestartTime(field string, t time.Duration) []FieldError {
@@ -191,6 +202,7 @@ func (p Peer) Check(c Config) []FieldError {
 	}
 	errs = append(errs, CheckASN("asn", p.ASN)...)
 	errs = append(errs, CheckPassword("password", p.Password)...)
+	errs = append(errs, CheckPasswordWithAPI("password", p.Password, c.APIListen)...)
 	if p.Multihop > 0 && p.ASN == c.ASN {
 		errs = append(errs, fieldErr("multihop", p.Multihop, "applies to eBGP peers only; this peer's asn is bgp.asn"))
 	}

@@ -230,6 +230,7 @@ func (b BGP) validate() []error {
 		errs = append(errs, invalid("bgp.nodeIPv6", a, "must be a unicast IPv6 address without zone"))
 	}
 	errs = append(errs, fieldErrs("bgp", bgp.CheckPassword("meshPassword", b.MeshPassword))...)
+	errs = append(errs, fieldErrs("bgp", bgp.CheckPasswordWithAPI("meshPassword", b.MeshPassword, b.APIListen))...)
 	errs = append(errs, fieldErrs("bgp", bgp.CheckTimers("meshHoldTime", "meshKeepaliveInterval", b.MeshHoldTime, b.MeshKeepaliveInterval))...)
 	seen := map[netip.Addr]int{}
 	for i, a := range b.ListenAddresses {
