@@ -106,6 +106,9 @@ func (a *Allocator) Allocate(ctx context.Context, req Request) ([]Allocation, er
 	if err := validHandle(req.Handle); err != nil {
 		return nil, err
 	}
+	if err := validAttrs(req.Attrs); err != nil {
+		return nil, err
+	}
 	fams, err := a.families(req.Families)
 	if err != nil {
 		return nil, err
@@ -413,6 +416,26 @@ func pause(ctx context.Context, attempt int) error {
 	case <-t.C:
 		return nil
 	}
+}
+
+// Kubernetes' limits on what Attrs name: a namespace is a DNS label, a pod
+// name a DNS subdomain. Every allocation is stored with its block, so an
+// unbounded name would make every write of the block pay for it.
+const (
+	MaxNamespaceLen = 63
+	MaxPodNameLen   = 253
+)
+
+// validAttrs checks the pod attributes of a request against Kubernetes'
+// limits; the values are not shown.
+func validAttrs(at Attrs) error {
+	if len(at.Namespace) > MaxNamespaceLen {
+		return fmt.Errorf("%w: namespace of %d bytes, at most %d allowed", ErrInvalid, len(at.Namespace), MaxNamespaceLen)
+	}
+	if len(at.Pod) > MaxPodNameLen {
+		return fmt.Errorf("%w: pod name of %d bytes, at most %d allowed", ErrInvalid, len(at.Pod), MaxPodNameLen)
+	}
+	return nil
 }
 
 // validHandle checks a handle: 1 to 512 printable characters without spaces.

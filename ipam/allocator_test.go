@@ -381,6 +381,10 @@ func TestRejectsMalformedRequests(t *testing.T) {
 		"unknown family":    {Handle: "h", Families: []ipam.Family{5}},
 		"family twice":      {Handle: "h", Families: []ipam.Family{ipam.IPv4, ipam.IPv4}},
 		"no pool of family": {Handle: "h", Families: []ipam.Family{ipam.IPv6}},
+		// Kubernetes' own limits: a namespace is a DNS label, a pod name a subdomain.
+		"long namespace": {Handle: "h", Attrs: ipam.Attrs{Namespace: strings.Repeat("n", 64), Pod: "p"}},
+		"long pod name":  {Handle: "h", Attrs: ipam.Attrs{Namespace: "ns", Pod: strings.Repeat("p", 254)}},
+		"1 MiB pod name": {Handle: "h", Attrs: ipam.Attrs{Namespace: "ns", Pod: strings.Repeat("p", 1<<20)}},
 	} {
 		if _, err := a.Allocate(context.Background(), req); !errors.Is(err, ipam.ErrInvalid) {
 			t.Errorf("%s: Allocate = %v, want ErrInvalid", name, err)
@@ -388,6 +392,13 @@ func TestRejectsMalformedRequests(t *testing.T) {
 	}
 	if _, err := a.Release(context.Background(), ""); !errors.Is(err, ipam.ErrInvalid) {
 		t.Errorf("Release(\"\") = %v, want ErrInvalid", err)
+	}
+	if blocks, _ := a.Blocks(context.Background()); len(blocks) != 0 {
+		t.Errorf("malformed requests claimed %v", blocks)
+	}
+	// At the limits, a request is served.
+	if _, err := a.Allocate(context.Background(), ipam.Request{Handle: "h", Attrs: ipam.Attrs{Namespace: strings.Repeat("n", 63), Pod: strings.Repeat("p", 253)}}); err != nil {
+		t.Errorf("Allocate with a 63-byte namespace and a 253-byte pod name: %v", err)
 	}
 }
 
