@@ -100,7 +100,7 @@ func (a *Allocator) StrictAffinity() bool { return a.cfg.StrictAffinity }
 func (a *Allocator) Pools() []Pool { return slices.Clone(a.cfg.Pools) }
 
 // Allocate returns one address of each requested family for req.Handle. Asking
-// again with the same handle returns the same addresses. When one family cannot
+// again with the same handle, on the same node, returns the same addresses. When one family cannot
 // be served, the addresses this call took are given back before it fails.
 func (a *Allocator) Allocate(ctx context.Context, req Request) ([]Allocation, error) {
 	if err := validHandle(req.Handle); err != nil {
@@ -122,8 +122,9 @@ func (a *Allocator) Allocate(ctx context.Context, req Request) ([]Allocation, er
 		al, isNew, err := a.allocate(ctx, req, f)
 		if err != nil {
 			if len(taken) > 0 {
+				held := a.holds(req.Handle)
 				_, rbErr := a.release(ctx, func(x Allocation) bool {
-					return x.Handle == req.Handle && slices.ContainsFunc(taken, func(t Allocation) bool { return t.Addr == x.Addr })
+					return held(x) && slices.ContainsFunc(taken, func(t Allocation) bool { return t.Addr == x.Addr })
 				})
 				err = errors.Join(err, rbErr)
 			}
@@ -150,7 +151,7 @@ func (a *Allocator) allocate(ctx context.Context, req Request, f Family) (al All
 			return al, false, err
 		}
 		for _, b := range blocks {
-			if i := slices.IndexFunc(b.Allocations, func(x Allocation) bool { return x.Handle == req.Handle }); i >= 0 {
+			if i := slices.IndexFunc(b.Allocations, a.holds(req.Handle)); i >= 0 {
 				return b.Allocations[i], false, nil
 			}
 		}
@@ -219,15 +220,22 @@ func (a *Allocator) place(ctx context.Context, b Block, al Allocation) (Allocati
 	return al, nil
 }
 
-// Release gives back every address held by handle and returns them. An unknown
-// handle is not an error: there is simply nothing to release.
+// Release gives back every address handle holds on this node and returns
+// them. An unknown handle is not an error: there is simply nothing to release.
 func (a *Allocator) Release(ctx context.Context, handle string) ([]Allocation, error) {
 	if err := validHandle(handle); err != nil {
 		return nil, err
 	}
 	a.mu.Lock()
 	defer a.mu.Unlock()
-	return a.release(ctx, func(x Allocation) bool { return x.Handle == handle })
+	return a.release(ctx, a.holds(handle))
+}
+
+// holds matches the allocations of handle on this node. A handle is a
+// node's: the same name on another node is another pod (or a client that
+// must not reach it), so one node never returns or releases another's.
+func (a *Allocator) holds(handle string) func(Allocation) bool {
+	return func(x Allocation) bool { return x.Handle == handle && x.Attrs.Node == a.cfg.Node }
 }
 
 // GC releases every allocation made for this node whose handle is not in valid,

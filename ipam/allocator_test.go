@@ -371,6 +371,38 @@ func TestGCReleasesOnlyThisNodesStaleHandles(t *testing.T) {
 	}
 }
 
+// A handle is a node's: another node that names it gets an allocation of
+// its own, and releasing it there leaves the first node's pod alone.
+func TestHandlesAreScopedToTheirNode(t *testing.T) {
+	ctx := context.Background()
+	s := ipamtest.NewMemStore()
+	p := pool(t, "p", "10.0.0.0/24", 26)
+	n1 := newAllocator(t, s, "n1", ipam.Config{}, p)
+	n2 := newAllocator(t, s, "n2", ipam.Config{}, p)
+	a1 := alloc(t, n1, "c1/eth0")
+	if a2 := alloc(t, n2, "c1/eth0"); a2[0] == a1[0] {
+		t.Errorf("n2 was handed n1's %v for the same handle", a1[0])
+	}
+	gone, err := n2.Release(ctx, "c1/eth0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, al := range gone {
+		if al.Attrs.Node != "n2" {
+			t.Errorf("n2's Release gave back %s's %v", al.Attrs.Node, al.Addr)
+		}
+	}
+	if got := alloc(t, n1, "c1/eth0"); got[0] != a1[0] {
+		t.Errorf("n1's c1/eth0 is %v now, was %v", got[0], a1[0])
+	}
+	if gone, err := n2.Release(ctx, "c1/eth0"); err != nil || len(gone) != 0 {
+		t.Errorf("n2 released %v, %v of a handle it no longer holds", gone, err)
+	}
+	if gone, err := n1.Release(ctx, "c1/eth0"); err != nil || len(gone) != 1 || gone[0].Addr != a1[0] {
+		t.Errorf("n1's Release = %v, %v; want %v", gone, err, a1[0])
+	}
+}
+
 func TestRejectsMalformedRequests(t *testing.T) {
 	a := newAllocator(t, ipamtest.NewMemStore(), "n1", ipam.Config{}, pool(t, "p", "10.0.0.0/24", 26))
 	for name, req := range map[string]ipam.Request{
