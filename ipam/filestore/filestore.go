@@ -3,8 +3,9 @@
 //
 // Several processes may share one directory (the lab runs several agents on one
 // machine). Writers take an exclusive flock on the directory's lock file, check the
-// revision, write a temporary file, fsync it and rename it over the block's file;
-// readers take no lock, because a rename is atomic. The temporary file is fsync'ed
+// revision, write a temporary file, fsync it, rename it over the block's file and
+// fsync the directory; readers take no lock, because a rename is atomic. Files and
+// the directory are fsync'ed (a write is on disk when it returns, a removal too)
 // unless Options.SkipFsync says otherwise. A process killed at any point
 // therefore leaves every block either as it was or as it was written, never torn,
 // and the kernel drops its lock with it. The package must not hold allocation
@@ -67,6 +68,13 @@ type fileID struct {
 }
 
 var _ ipam.Store = (*Store)(nil)
+
+// How block files are written and removed, durably unless SkipFsync (the
+// file and its directory synced); tests look at what is asked.
+var (
+	writeFile  = atomicfile.Write
+	removeFile = atomicfile.Remove
+)
 
 // record is what a block file holds.
 type record struct {
@@ -181,7 +189,7 @@ func (s *Store) DeleteBlock(ctx context.Context, b ipam.Block) error {
 		if err := s.checkRevision(b); err != nil {
 			return err
 		}
-		return os.Remove(s.path(b.CIDR))
+		return removeFile(s.path(b.CIDR), !s.opts.SkipFsync)
 	})
 	s.forgetOnConflict(b.CIDR, err)
 	return wrap("delete", b.CIDR, err)
@@ -241,7 +249,7 @@ func (s *Store) write(b ipam.Block) (ipam.Block, error) {
 		return ipam.Block{}, err
 	}
 	path := s.path(b.CIDR)
-	if err := atomicfile.Write(path, data, !s.opts.SkipFsync); err != nil {
+	if err := writeFile(path, data, !s.opts.SkipFsync); err != nil {
 		return ipam.Block{}, err
 	}
 	s.remember(path, b)
