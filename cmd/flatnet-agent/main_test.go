@@ -2,10 +2,14 @@ package main
 
 import (
 	"context"
+	"errors"
 	"os"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
+
+	"github.com/flatnet-io/flatnet/agent"
 )
 
 // `flatnet-agent install-cni` takes its flags and installs; a stray
@@ -64,5 +68,15 @@ func TestRunRefusesArguments(t *testing.T) {
 	err := run(ctx, []string{"my.yaml"})
 	if err == nil || !strings.Contains(err.Error(), "--config my.yaml") {
 		t.Errorf("run(my.yaml) = %v, want a hint at --config", err)
+	}
+}
+
+// SIGTERM is a planned restart, SIGINT is not.
+func TestStopCause(t *testing.T) {
+	if err := stopCause(syscall.SIGTERM); !errors.Is(err, agent.ErrPlannedRestart) {
+		t.Errorf("SIGTERM: %v, want a planned restart", err)
+	}
+	if err := stopCause(syscall.SIGINT); errors.Is(err, agent.ErrPlannedRestart) {
+		t.Errorf("SIGINT: %v, want no planned restart", err)
 	}
 }
