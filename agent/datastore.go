@@ -48,7 +48,7 @@ type datastore struct {
 func openDatastore(ctx context.Context, tasks *errgroup.Group, cfg config.Config, log *slog.Logger) (*datastore, error) {
 	switch cfg.Datastore.Type {
 	case "file":
-		st, err := filestore.Open(cfg.Datastore.File.Dir, filestore.Options{SkipFsync: !cfg.Datastore.File.Fsync})
+		st, err := filestore.Open(cfg.Datastore.File.Dir, filestore.Options{SkipFsync: !cfg.Datastore.File.Fsync, Logger: log.With("component", "filestore")})
 		if err != nil {
 			return nil, err
 		}

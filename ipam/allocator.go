@@ -158,7 +158,7 @@ func (a *Allocator) allocate(ctx context.Context, req Request, f Family) (al All
 		al = Allocation{Handle: req.Handle, Attrs: req.Attrs, Allocated: a.cfg.Now().UTC()}
 
 		// 1. A free address in a block of our own.
-		if i := slices.IndexFunc(blocks, func(b Block) bool { return b.Affinity == a.cfg.Node && b.Free() > 0 }); i >= 0 {
+		if i := slices.IndexFunc(blocks, func(b Block) bool { return b.Affinity == a.cfg.Node && b.hasRoom() }); i >= 0 {
 			if al, err = a.place(ctx, blocks[i], al); err == nil {
 				return al, true, nil
 			} else if LostRace(err) {
@@ -187,7 +187,7 @@ func (a *Allocator) allocate(ctx context.Context, req Request, f Family) (al All
 
 		// 3. Borrow from another node's block.
 		if !a.cfg.StrictAffinity {
-			if i := slices.IndexFunc(blocks, func(b Block) bool { return b.Free() > 0 }); i >= 0 {
+			if i := slices.IndexFunc(blocks, func(b Block) bool { return b.hasRoom() }); i >= 0 {
 				if al, err = a.place(ctx, blocks[i], al); err == nil {
 					a.log.Info("borrowed address", "addr", al.Addr, "block", blocks[i].CIDR, "owner", blocks[i].Affinity)
 					return al, true, nil
@@ -288,9 +288,10 @@ func (a *Allocator) release(ctx context.Context, match func(Allocation) bool) ([
 }
 
 // writeShrunk stores a block that lost allocations. A block left empty is marked
-// so, or deleted at once when it is ours (or nobody's) and there is no grace.
+// so, or deleted at once when it is ours (or nobody's) and there is no grace;
+// a damaged block is neither.
 func (a *Allocator) writeShrunk(ctx context.Context, b Block) error {
-	if len(b.Allocations) == 0 {
+	if len(b.Allocations) == 0 && b.Damaged.IsZero() {
 		if a.cfg.ReleaseGrace == 0 && (b.Affinity == a.cfg.Node || b.Affinity == "") {
 			if err := a.store.DeleteBlock(ctx, b); err != nil {
 				return fmt.Errorf("release block %s: %w", b.CIDR, err)
