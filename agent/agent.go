@@ -154,6 +154,7 @@ func run(ctx context.Context, cfg config.Config, e env, log *slog.Logger) (err e
 		return nil // stopped (maybe before it started)
 	})
 	tasks.Go(func() error { sweepIdleBlocks(ctx, alloc, cfg.IPAM.BlockReleaseGrace, log); return nil })
+	tasks.Go(func() error { retryReleases(ctx, alloc, retryReleaseInterval, log); return nil })
 	health.set("api", true)
 	log.Info("agent ready", "socket", cfg.API.Socket, "datastore", cfg.Datastore.Type, "pools", len(pools))
 
@@ -190,6 +191,31 @@ func sweepIdleBlocks(ctx context.Context, alloc *ipam.Allocator, grace time.Dura
 		case <-t.C:
 			if _, err := alloc.ReleaseIdleBlocks(ctx); err != nil && ctx.Err() == nil {
 				log.Warn("release idle blocks", "err", err)
+			}
+		}
+	}
+}
+
+// retryReleaseInterval is how often the releases the datastore did not
+// take (a full disk) are tried again.
+const retryReleaseInterval = 5 * time.Second
+
+// retryReleases writes the releases the datastore did not take, every
+// interval, until ctx is done.
+func retryReleases(ctx context.Context, alloc *ipam.Allocator, interval time.Duration, log *slog.Logger) {
+	t := time.NewTicker(interval)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+			if len(alloc.PendingReleases()) == 0 {
+				continue
+			}
+			// Each deferral was logged as a warning; its retries are not.
+			if err := alloc.RetryReleases(ctx); err != nil && ctx.Err() == nil {
+				log.Debug("deferred releases still not written", "err", err)
 			}
 		}
 	}

@@ -5,14 +5,18 @@ import (
 	"errors"
 	"log/slog"
 	"net"
+	"net/netip"
 	"runtime"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/flatnet-io/flatnet/agent/agentclient"
 	"github.com/flatnet-io/flatnet/config"
+	"github.com/flatnet-io/flatnet/ipam"
 	"github.com/flatnet-io/flatnet/ipam/ipampb"
+	"github.com/flatnet-io/flatnet/ipam/ipamtest"
 )
 
 // agentGoroutines returns the stacks of the goroutines, other than the
@@ -132,5 +136,54 @@ func (l *failingListener) Accept() (net.Conn, error) {
 			r.c.Close()
 		}
 		return nil, errAcceptBroken
+	}
+}
+
+// failingStore refuses every write while failing is set.
+type failingStore struct {
+	*ipamtest.MemStore
+	failing atomic.Bool
+}
+
+func (s *failingStore) UpdateBlock(ctx context.Context, b ipam.Block) (ipam.Block, error) {
+	if s.failing.Load() {
+		return ipam.Block{}, errors.New("no space left on device")
+	}
+	return s.MemStore.UpdateBlock(ctx, b)
+}
+
+// The agent writes the releases the datastore did not take once it takes
+// them again, by itself.
+func TestRetryReleases(t *testing.T) {
+	ctx, cancel := context.WithCancel(t.Context())
+	s := &failingStore{MemStore: ipamtest.NewMemStore()}
+	alloc, err := ipam.New(s, ipam.Config{Node: "node1", Pools: []ipam.Pool{{Name: "p", CIDR: netip.MustParsePrefix("10.0.0.0/24"), BlockSize: 26}}, ReleaseGrace: time.Hour})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, h := range []string{"c1/eth0", "c2/eth0"} {
+		if _, err := alloc.Allocate(ctx, ipam.Request{Handle: h}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	s.failing.Store(true)
+	if _, err := alloc.Release(ctx, "c1/eth0"); err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan struct{})
+	go func() { defer close(done); retryReleases(ctx, alloc, time.Millisecond, slog.New(slog.DiscardHandler)) }()
+	defer func() { cancel(); <-done }()
+	time.Sleep(20 * time.Millisecond)
+	if got := alloc.PendingReleases(); len(got) != 1 {
+		t.Fatalf("pending %v while the store fails", got)
+	}
+	s.failing.Store(false)
+	eventually(t, "the deferred release written", func() bool { return len(alloc.PendingReleases()) == 0 })
+	blocks, err := s.ListBlocks(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(blocks) != 1 || len(blocks[0].Allocations) != 1 || blocks[0].Allocations[0].Handle != "c2/eth0" {
+		t.Errorf("store holds %+v, want only c2/eth0", blocks)
 	}
 }

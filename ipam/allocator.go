@@ -42,6 +42,9 @@ type Allocator struct {
 	cfg   Config
 	log   *slog.Logger
 	mu    sync.Mutex
+	// pending are handles whose release the store did not take: they are
+	// released again by RetryReleases (pending.go).
+	pending map[string]bool
 }
 
 // Request asks for one address of each family for a handle.
@@ -117,6 +120,9 @@ func (a *Allocator) Allocate(ctx context.Context, req Request) ([]Allocation, er
 
 	a.mu.Lock()
 	defer a.mu.Unlock()
+	// A handle asked for again is in use again: its addresses, if a
+	// release of them is pending, are its own again.
+	delete(a.pending, req.Handle)
 	var got, taken []Allocation
 	for _, f := range fams {
 		al, isNew, err := a.allocate(ctx, req, f)
@@ -222,13 +228,21 @@ func (a *Allocator) place(ctx context.Context, b Block, al Allocation) (Allocati
 
 // Release gives back every address handle holds on this node and returns
 // them. An unknown handle is not an error: there is simply nothing to release.
+// A release the store does not take (a full disk) is recorded and retried
+// by RetryReleases, and Release returns what it did release without an
+// error; only the end of ctx is an error.
 func (a *Allocator) Release(ctx context.Context, handle string) ([]Allocation, error) {
 	if err := validHandle(handle); err != nil {
 		return nil, err
 	}
 	a.mu.Lock()
 	defer a.mu.Unlock()
-	return a.release(ctx, a.holds(handle))
+	gone, err := a.release(ctx, a.holds(handle))
+	if err != nil && ctx.Err() == nil {
+		a.deferRelease(handle, err)
+		return gone, nil
+	}
+	return gone, err
 }
 
 // holds matches the allocations of handle on this node. A handle is a
@@ -250,6 +264,10 @@ func (a *Allocator) GC(ctx context.Context, valid []string) ([]Allocation, error
 	gone, err := a.release(ctx, func(x Allocation) bool { return x.Attrs.Node == a.cfg.Node && !keep[x.Handle] })
 	for _, al := range gone {
 		a.log.Info("garbage-collected address", "addr", al.Addr, "handle", al.Handle)
+	}
+	if err == nil {
+		// Every pending release is settled: done if not valid, in use if valid.
+		clear(a.pending)
 	}
 	return gone, err
 }
