@@ -33,18 +33,18 @@ func TestPrivilegedPlannedRestartOnlyOnSIGTERM(t *testing.T) {
 		return err == nil
 	}
 	// stopWith runs the agent until it serves, then stops it with cause.
-	stopWith := func(t *testing.T, cause error, e env) (error, string) {
+	stopWith := func(t *testing.T, cause error, e env) (string, error) {
 		t.Helper()
 		e.netns = netns.NetNS
 		log, logs := logTo(t)
 		ctx, cancel := context.WithCancelCause(context.Background())
 		defer cancel(nil)
 		err := runUntil(t, cfg, e, ctx, func() { cancel(cause) }, log)
-		return err, logs.String()
+		return logs.String(), err
 	}
 
 	t.Run("SIGINT", func(t *testing.T) {
-		if err, _ := stopWith(t, errors.New("interrupt signal received"), env{}); err != nil {
+		if _, err := stopWith(t, errors.New("interrupt signal received"), env{}); err != nil {
 			t.Fatal(err)
 		}
 		if recorded() {
@@ -67,7 +67,7 @@ func TestPrivilegedPlannedRestartOnlyOnSIGTERM(t *testing.T) {
 		}
 	})
 	t.Run("SIGTERM", func(t *testing.T) {
-		if err, _ := stopWith(t, ErrPlannedRestart, env{}); err != nil {
+		if _, err := stopWith(t, ErrPlannedRestart, env{}); err != nil {
 			t.Fatal(err)
 		}
 		if !recorded() {
@@ -75,7 +75,7 @@ func TestPrivilegedPlannedRestartOnlyOnSIGTERM(t *testing.T) {
 		}
 	})
 	t.Run("next start", func(t *testing.T) {
-		err, logs := stopWith(t, context.Canceled, env{})
+		logs, err := stopWith(t, context.Canceled, env{})
 		if err != nil {
 			t.Fatal(err)
 		}
