@@ -18,6 +18,7 @@ import (
 	"time"
 
 	"github.com/containernetworking/plugins/pkg/ns"
+	"golang.org/x/sync/errgroup"
 	"google.golang.org/grpc"
 
 	"github.com/flatnet-io/flatnet/agent/agentpb"
@@ -28,6 +29,13 @@ import (
 
 // stopTimeout bounds how long in-flight API calls may finish after a stop.
 const stopTimeout = 5 * time.Second
+
+// ErrPlannedRestart, as the cause of Run's context (context.Cause), says
+// that the stop is a planned restart (SIGTERM): the agent records it, and
+// stops BGP without a NOTIFICATION, so that peers keep the node's routes
+// until it is back. Any other stop — another cause, a failure, a failed
+// start — ends the sessions with a Cease and records nothing.
+var ErrPlannedRestart = errors.New("planned restart")
 
 // Run runs the agent until ctx is done, then stops it and returns nil; it returns
 // an error when something could not start or failed while running.
@@ -43,29 +51,60 @@ type env struct {
 	// health serves /healthz and /readyz instead of a listener on
 	// health.address.
 	health net.Listener
+	// api serves the API instead of a socket at api.socket.
+	api net.Listener
 }
 
 // run is Run in e, so that a test can run a whole agent with BGP.
-func run(ctx context.Context, cfg config.Config, e env, log *slog.Logger) error {
+//
+// Every goroutine it starts, itself or through the datastore, is a task of
+// one errgroup, and it stops in one order: cancel the tasks (and let the
+// API's in-flight calls finish), wait for all of them, then stop what they
+// used — routing (its own goroutines, then the speaker, then the route
+// reconciler) and last the datastore. A task that fails stops the agent.
+func run(ctx context.Context, cfg config.Config, e env, log *slog.Logger) (err error) {
 	log = log.With("node", cfg.NodeName)
+	parent := ctx
 	ctx, cancel := context.WithCancel(ctx)
-	defer cancel()
+	tasks, ctx := errgroup.WithContext(ctx)
+	var (
+		ds  *datastore
+		rs  *routing
+		lis net.Listener
+		srv *grpc.Server
+	)
+	defer func() {
+		cancel()
+		if srv != nil {
+			stopGracefully(srv)
+		}
+		if lis != nil {
+			lis.Close() // Serve closed it already, if it ran
+		}
+		if werr := tasks.Wait(); werr != nil {
+			err = errors.Join(err, werr)
+		}
+		if rs != nil {
+			rs.stop(err == nil && errors.Is(context.Cause(parent), ErrPlannedRestart))
+		}
+		if ds != nil {
+			ds.close()
+		}
+	}()
+
 	health := newHealth()
 	if e.health == nil && cfg.Health.Address != "" {
-		var err error
 		if e.health, err = net.Listen("tcp", cfg.Health.Address); err != nil {
 			return fmt.Errorf("health.address %s: %w", cfg.Health.Address, err)
 		}
 	}
 	if e.health != nil {
-		health.serve(ctx, e.health, log)
+		tasks.Go(func() error { health.serve(ctx, e.health, log); return nil })
 	}
 
-	ds, err := openDatastore(ctx, cfg, log)
-	if err != nil {
+	if ds, err = openDatastore(ctx, tasks, cfg, log); err != nil {
 		return err
 	}
-	defer ds.close()
 	pools, err := mergePools(cfg.IPAM.Pools, ds.pools)
 	if err != nil {
 		return err
@@ -80,16 +119,16 @@ func run(ctx context.Context, cfg config.Config, e env, log *slog.Logger) error 
 		return err
 	}
 	if ds.start != nil {
-		ds.start(ctx, alloc)
+		ds.start(ctx, tasks, alloc)
 	}
 	health.set("datastore", true)
 	// Claim the socket before BGP starts: an agent that cannot serve (another
 	// one is live on the socket) must fail before it touches routing.
-	lis, err := listenUnix(cfg.API.Socket)
-	if err != nil {
-		return err
+	if lis = e.api; lis == nil {
+		if lis, err = listenUnix(cfg.API.Socket); err != nil {
+			return err
+		}
 	}
-	defer lis.Close() // if serving never starts; Serve closes it otherwise
 
 	// Policy before the API: an Allocate answers once the pod's rules are in.
 	pol, err := startPolicy(ctx, cfg, alloc, e.netns, log)
@@ -100,11 +139,9 @@ func run(ctx context.Context, cfg config.Config, e env, log *slog.Logger) error 
 
 	status := &statusServer{adverts: &advertLog{}}
 	if cfg.BGP.Enabled {
-		rs, err := startRouting(ctx, cfg, ds, alloc, blocks, status.adverts, e.netns, log)
-		if err != nil {
+		if rs, err = startRouting(ctx, cfg, ds, alloc, blocks, status.adverts, e.netns, log); err != nil {
 			return err
 		}
-		defer rs.stop()
 		status.self, status.asn, status.routerID = rs.self, rs.self.ASN, rs.routerID
 		status.speaker, status.counts = rs.speaker, rs.counts
 	} else {
@@ -112,27 +149,25 @@ func run(ctx context.Context, cfg config.Config, e env, log *slog.Logger) error 
 	}
 	health.set("bgp", true)
 
-	srv := grpc.NewServer()
+	// In-flight calls use the allocator and its store: the server waits
+	// for them when it stops, even when it stops them.
+	srv = grpc.NewServer(grpc.WaitForHandlers(true))
 	pol.register(srv, ipamgrpc.NewServer(alloc, ipamgrpc.Gateways{IPv4: cfg.IPAM.GatewayIPv4, IPv6: cfg.IPAM.GatewayIPv6}, log))
 	agentpb.RegisterAgentServer(srv, status)
-
-	served := make(chan error, 1)
-	go func() { served <- srv.Serve(lis) }()
-	go sweepIdleBlocks(ctx, alloc, cfg.IPAM.BlockReleaseGrace, log)
+	tasks.Go(func() error {
+		if err := srv.Serve(lis); err != nil && !errors.Is(err, grpc.ErrServerStopped) {
+			return fmt.Errorf("serve API on %s: %w", cfg.API.Socket, err)
+		}
+		return nil // stopped (maybe before it started)
+	})
+	tasks.Go(func() error { sweepIdleBlocks(ctx, alloc, cfg.IPAM.BlockReleaseGrace, log); return nil })
+	tasks.Go(func() error { retryReleases(ctx, alloc, retryReleaseInterval, log); return nil })
 	health.set("api", true)
 	log.Info("agent ready", "socket", cfg.API.Socket, "datastore", cfg.Datastore.Type, "pools", len(pools))
 
-	select {
-	case err = <-served:
-		err = fmt.Errorf("serve API on %s: %w", cfg.API.Socket, err)
-	case <-ctx.Done():
-		log.Info("agent stopping")
-	}
-	stopGracefully(srv)
-	if errors.Is(err, grpc.ErrServerStopped) {
-		err = nil
-	}
-	return err
+	<-ctx.Done() // Run's context, or a task that failed
+	log.Info("agent stopping", "cause", context.Cause(ctx))
+	return nil
 }
 
 // newAllocator returns the node's allocator; blocks, when not nil, is told
@@ -168,7 +203,33 @@ func sweepIdleBlocks(ctx context.Context, alloc *ipam.Allocator, grace time.Dura
 	}
 }
 
-// stopGracefully lets in-flight calls finish, for a while.
+// retryReleaseInterval is how often the releases the datastore did not
+// take (a full disk) are tried again.
+const retryReleaseInterval = 5 * time.Second
+
+// retryReleases writes the releases the datastore did not take, every
+// interval, until ctx is done.
+func retryReleases(ctx context.Context, alloc *ipam.Allocator, interval time.Duration, log *slog.Logger) {
+	t := time.NewTicker(interval)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+			if len(alloc.PendingReleases()) == 0 {
+				continue
+			}
+			// Each deferral was logged as a warning; its retries are not.
+			if err := alloc.RetryReleases(ctx); err != nil && ctx.Err() == nil {
+				log.Debug("deferred releases still not written", "err", err)
+			}
+		}
+	}
+}
+
+// stopGracefully lets in-flight calls finish, for a while, then ends them;
+// it returns once they have.
 func stopGracefully(srv *grpc.Server) {
 	done := make(chan struct{})
 	go func() { srv.GracefulStop(); close(done) }()
@@ -176,5 +237,6 @@ func stopGracefully(srv *grpc.Server) {
 	case <-done:
 	case <-time.After(stopTimeout):
 		srv.Stop()
+		<-done
 	}
 }

@@ -199,6 +199,8 @@ func TestMalformedRequests(t *testing.T) {
 		"unknown family":  {Handle: "c1/eth0", Families: []ipampb.Family{5}},
 		"unspecified":     {Handle: "c1/eth0", Families: []ipampb.Family{ipampb.Family_FAMILY_UNSPECIFIED}},
 		"family twice":    {Handle: "c1/eth0", Families: []ipampb.Family{ipampb.Family_FAMILY_IPV6, ipampb.Family_FAMILY_IPV6}},
+		"long namespace":  {Handle: "c1/eth0", Attrs: &ipampb.Attributes{Namespace: strings.Repeat("n", 64), Pod: "p"}},
+		"1 MiB pod name":  {Handle: "c1/eth0", Attrs: &ipampb.Attributes{Namespace: "ns", Pod: strings.Repeat("p", 1<<20)}},
 	} {
 		_, err := c.Allocate(ctx, req)
 		wantCode(t, name, err, codes.InvalidArgument, "")

@@ -7,6 +7,7 @@ import (
 	"path/filepath"
 	"sync"
 
+	"golang.org/x/sync/errgroup"
 	corev1client "k8s.io/client-go/kubernetes/typed/core/v1"
 	"k8s.io/client-go/tools/cache"
 	"k8s.io/klog/v2"
@@ -34,19 +35,20 @@ type datastore struct {
 	// peers follows the BGPPeer objects; nil when there are none to follow
 	// (files, or BGP off).
 	peers *kubepeers.Watcher
-	// start runs what the datastore does in the background once the
-	// allocator exists (the Kubernetes GC); nil when nothing.
-	start func(ctx context.Context, alloc *ipam.Allocator)
+	// start runs, as tasks, what the datastore does in the background once
+	// the allocator exists (the Kubernetes GC); nil when nothing.
+	start func(ctx context.Context, tasks *errgroup.Group, alloc *ipam.Allocator)
+	// close closes the store; the datastore's tasks must have ended.
 	close func()
 }
 
 // openDatastore opens the configured datastore. With Kubernetes it returns
 // once the blocks, IPPools, Node objects (and BGPPeers, with BGP) have been
-// listed.
-func openDatastore(ctx context.Context, cfg config.Config, log *slog.Logger) (*datastore, error) {
+// listed; the informers run as tasks until ctx is done, also when it fails.
+func openDatastore(ctx context.Context, tasks *errgroup.Group, cfg config.Config, log *slog.Logger) (*datastore, error) {
 	switch cfg.Datastore.Type {
 	case "file":
-		st, err := filestore.Open(cfg.Datastore.File.Dir, filestore.Options{SkipFsync: !cfg.Datastore.File.Fsync})
+		st, err := filestore.Open(cfg.Datastore.File.Dir, filestore.Options{SkipFsync: !cfg.Datastore.File.Fsync, Logger: log.With("component", "filestore")})
 		if err != nil {
 			return nil, err
 		}
@@ -57,14 +59,14 @@ func openDatastore(ctx context.Context, cfg config.Config, log *slog.Logger) (*d
 		}
 		return &datastore{store: st, registry: reg, close: func() { st.Close() }}, nil
 	case "kubernetes":
-		return openKube(ctx, cfg, log)
+		return openKube(ctx, tasks, cfg, log)
 	}
 	return nil, fmt.Errorf("datastore.type %q: unknown", cfg.Datastore.Type)
 }
 
 var klogOnce sync.Once
 
-func openKube(ctx context.Context, cfg config.Config, log *slog.Logger) (*datastore, error) {
+func openKube(ctx context.Context, tasks *errgroup.Group, cfg config.Config, log *slog.Logger) (*datastore, error) {
 	// client-go logs through klog, whose logger is process-wide: the first
 	// agent of the process sets it (tests run several, one after another,
 	// and the informers of one may still be stopping when the next starts).
@@ -96,6 +98,7 @@ func openKube(ctx context.Context, cfg config.Config, log *slog.Logger) (*datast
 		return nil, err
 	}
 	// The informers live as long as the agent: ctx is Run's.
+	runInformer := func(i cache.SharedIndexInformer) { tasks.Go(func() error { i.Run(ctx.Done()); return nil }) }
 	nodes, pods, ippools := kube.NodeInformer(core), kube.PodInformer(core, cfg.NodeName), kube.IPPoolInformer(flatnet)
 	if err := warnPoolChanges(ippools, pools, log); err != nil {
 		st.Close()
@@ -105,12 +108,12 @@ func openKube(ctx context.Context, cfg config.Config, log *slog.Logger) (*datast
 	var peers *kubepeers.Watcher
 	if cfg.BGP.Enabled {
 		peers = kubepeers.NewWatcher(kube.BGPPeerInformer(flatnet), nodes, cfg.NodeName, cfg.Datastore.Kubernetes.BGPPasswordsDir, log.With("component", "bgppeers"))
-		go peers.Objects().Run(ctx.Done())
+		runInformer(peers.Objects())
 		synced = append(synced, peers.Objects().HasSynced)
 	}
-	go nodes.Run(ctx.Done())
-	go pods.Run(ctx.Done())
-	go ippools.Run(ctx.Done())
+	runInformer(nodes)
+	runInformer(pods)
+	runInformer(ippools)
 	if !cache.WaitForCacheSync(ctx.Done(), synced...) {
 		st.Close()
 		return nil, fmt.Errorf("kubernetes: informers did not sync: %w", context.Cause(ctx))
@@ -121,7 +124,7 @@ func openKube(ctx context.Context, cfg config.Config, log *slog.Logger) (*datast
 		return nil, err
 	}
 	d := &datastore{store: st, registry: reg, pools: pools, peers: peers, close: st.Close}
-	d.start = func(ctx context.Context, alloc *ipam.Allocator) {
+	d.start = func(ctx context.Context, tasks *errgroup.Group, alloc *ipam.Allocator) {
 		gc, err := kubegc.New(st, alloc, kubegc.FromInformers(pods, nodes, core), kubegc.Config{
 			Grace: cfg.Datastore.Kubernetes.GCGrace, Interval: cfg.Datastore.Kubernetes.GCInterval, Logger: log.With("component", "gc"),
 		})
@@ -129,7 +132,7 @@ func openKube(ctx context.Context, cfg config.Config, log *slog.Logger) (*datast
 			log.Error("garbage collector not started", "err", err)
 			return
 		}
-		go gc.Run(ctx)
+		tasks.Go(func() error { gc.Run(ctx); return nil })
 	}
 	return d, nil
 }

@@ -38,7 +38,8 @@ func (h *health) notReady() []string {
 	return slices.DeleteFunc(slices.Clone(healthParts), func(p string) bool { return h.ready[p] })
 }
 
-// serve serves on lis until ctx is done.
+// serve serves on lis until ctx is done, and returns when it has stopped.
+// A failure is logged: the probes report it.
 func (h *health) serve(ctx context.Context, lis net.Listener, log *slog.Logger) {
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) { fmt.Fprintln(w, "ok") })
@@ -50,13 +51,16 @@ func (h *health) serve(ctx context.Context, lis net.Listener, log *slog.Logger) 
 		fmt.Fprintln(w, "ok")
 	})
 	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
-	go func() {
-		if err := srv.Serve(lis); err != nil && !errors.Is(err, http.ErrServerClosed) {
-			log.Error("health server", "err", err)
-		}
-	}()
-	go func() {
-		<-ctx.Done()
+	served := make(chan error, 1)
+	go func() { served <- srv.Serve(lis) }()
+	var err error
+	select {
+	case <-ctx.Done():
 		_ = srv.Close()
-	}()
+		err = <-served
+	case err = <-served:
+	}
+	if !errors.Is(err, http.ErrServerClosed) {
+		log.Error("health server", "err", err)
+	}
 }

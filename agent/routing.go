@@ -81,8 +81,9 @@ type routing struct {
 	cancel context.CancelFunc
 	wg     sync.WaitGroup
 	// stopped ends what routing does not own but must end last: the
-	// speaker and the reconciler (nil in tests).
-	stopped func()
+	// speaker and the reconciler (nil in tests). planned says whether the
+	// stop is a planned restart.
+	stopped func(planned bool)
 }
 
 // startRouting builds and starts the node's routing. blocks is what the
@@ -152,17 +153,22 @@ func startRouting(ctx context.Context, cfg config.Config, ds *datastore, alloc *
 			log.Error("route reconciler stopped", "err", err)
 		}
 	}()
-	r.stopped = func() {
-		// A planned restart: no NOTIFICATION, so peers that negotiated
-		// graceful restart keep our routes; the kernel keeps theirs.
+	r.stopped = func(planned bool) {
+		// A planned restart: recorded for the next start, and no
+		// NOTIFICATION, so peers that negotiated graceful restart keep our
+		// routes. Otherwise a Cease: peers withdraw them at once. The
+		// kernel keeps its routes either way.
 		stopCtx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 		defer cancel()
-		if err := atomicfile.Write(marker, []byte(time.Now().UTC().Format(time.RFC3339Nano)), false); err != nil {
-			log.Warn("cannot record the planned restart; the next start will not ask peers to keep routes", "err", err)
+		if planned {
+			if err := atomicfile.Write(marker, []byte(time.Now().UTC().Format(time.RFC3339Nano)), false); err != nil {
+				log.Warn("cannot record the planned restart; the next start will not ask peers to keep routes", "err", err)
+			}
 		}
-		if err := speaker.Stop(stopCtx, true); err != nil {
+		if err := speaker.Stop(stopCtx, planned); err != nil {
 			log.Warn("stop bgp", "err", err)
 		}
+		log.Info("bgp stopped", "plannedRestart", planned)
 		cancelRun()
 		<-tableDone
 		table.Close() // routes stay in the kernel
@@ -183,13 +189,14 @@ func (r *routing) start(ctx context.Context) {
 	r.wg.Go(func() { r.advertiseLoop(ctx) })
 }
 
-// stop ends routing: its goroutines first, then the speaker (a planned
-// restart) and the reconciler, whose routes stay in the kernel.
-func (r *routing) stop() {
+// stop ends routing: its goroutines first, then the speaker (gracefully
+// when planned, a planned restart) and the reconciler, whose routes stay in
+// the kernel.
+func (r *routing) stop(planned bool) {
 	r.cancel()
 	r.wg.Wait()
 	if r.stopped != nil {
-		r.stopped()
+		r.stopped(planned)
 	}
 }
 

@@ -149,7 +149,7 @@ func TestRoutingFlows(t *testing.T) {
 	stopped := false
 	defer func() {
 		if !stopped {
-			r.stop()
+			r.stop(false)
 		}
 	}()
 	advertised := func() []netip.Prefix {
@@ -222,7 +222,7 @@ func TestRoutingFlows(t *testing.T) {
 
 	// stop returns once every goroutine routing started has: the
 	// registry's watcher among them.
-	r.stop()
+	r.stop(false)
 	stopped = true
 	select {
 	case reg.nodes <- []mesh.Node{self, other}:
@@ -245,7 +245,7 @@ func TestRoutingResyncs(t *testing.T) {
 		peers: newPeerSet(sp, self, bgp.Peer{}, nil, true, log), resync: 10 * time.Millisecond, log: log}
 	r.peers.setNodes(t.Context(), nil)
 	r.start(t.Context())
-	defer r.stop()
+	defer r.stop(false)
 	fake.mu.Lock()
 	fake.all = []ipam.Block{{CIDR: pfx("10.244.3.0/26"), Affinity: "node1"}, {CIDR: pfx("10.244.4.0/26"), Affinity: "node2"}}
 	fake.mu.Unlock()

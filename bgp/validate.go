@@ -7,6 +7,7 @@ import (
 	"net/netip"
 	"strconv"
 	"time"
+	"unicode/utf8"
 )
 
 // The rules of a speaker's settings and of a peer live here, once: the
@@ -33,15 +34,38 @@ type FieldError struct {
 	Why   string
 }
 
+// maxShownValue is how much of a value Error shows: more than any valid
+// value needs. A value given as a 10 MB string must not become a 10 MB log
+// line.
+const maxShownValue = 128
+
 func (e FieldError) Error() string {
 	switch v := e.Value.(type) {
 	case nil:
 		return e.Field + ": " + e.Why
 	case string:
+		if len(v) > maxShownValue {
+			return fmt.Sprintf("%s %q… (%d bytes): %s", e.Field, cutString(v, maxShownValue), len(v), e.Why)
+		}
 		return fmt.Sprintf("%s %q: %s", e.Field, v, e.Why)
 	default:
+		if s := fmt.Sprint(v); len(s) > maxShownValue {
+			return fmt.Sprintf("%s %s… (%d bytes): %s", e.Field, cutString(s, maxShownValue), len(s), e.Why)
+		}
 		return fmt.Sprintf("%s %v: %s", e.Field, v, e.Why)
 	}
+}
+
+// cutString returns at most the first n bytes of s, ending on a rune
+// boundary.
+func cutString(s string, n int) string {
+	if len(s) <= n {
+		return s
+	}
+	for n > 0 && !utf8.RuneStart(s[n]) {
+		n--
+	}
+	return s[:n]
 }
 
 func fieldErr(field string, value any, why string, args ...any) FieldError {
@@ -96,6 +120,17 @@ func CheckAPIListen(field, hostPort string) []FieldError {
 	}
 	if n, err := strconv.Atoi(port); err != nil || n < 1 || n > 65535 {
 		return []FieldError{fieldErr(field, hostPort, "want a port in 1..65535")}
+	}
+	return nil
+}
+
+// CheckPasswordWithAPI checks that no TCP MD5 password is set at field on
+// a speaker that serves GoBGP's gRPC API (apiListen non-empty): the API has
+// no authentication, and its ListPeer hands every peer's password to any
+// local user who connects. The value is not shown.
+func CheckPasswordWithAPI(field, password, apiListen string) []FieldError {
+	if password != "" && apiListen != "" {
+		return []FieldError{fieldErr(field, nil, "must not be set with bgp.apiListen: GoBGP's API has no authentication and gives every peer's password to any local user (ListPeer)")}
 	}
 	return nil
 }
@@ -167,6 +202,7 @@ func (p Peer) Check(c Config) []FieldError {
 	}
 	errs = append(errs, CheckASN("asn", p.ASN)...)
 	errs = append(errs, CheckPassword("password", p.Password)...)
+	errs = append(errs, CheckPasswordWithAPI("password", p.Password, c.APIListen)...)
 	if p.Multihop > 0 && p.ASN == c.ASN {
 		errs = append(errs, fieldErr("multihop", p.Multihop, "applies to eBGP peers only; this peer's asn is bgp.asn"))
 	}

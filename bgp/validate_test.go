@@ -71,9 +71,14 @@ func TestValidatePeers(t *testing.T) {
 		{"bfd interval too short", []Peer{{Name: "x", Address: tor.Address, ASN: 1, BFD: &BFD{Interval: 10 * time.Microsecond}}}, "bfd.interval 10µs: want 1ms..1h0m0s"},
 		{"AS_TRANS", []Peer{{Name: "x", Address: tor.Address, ASN: ASTrans}}, "asn 23456: is AS_TRANS"},
 		{"multihop iBGP", []Peer{{Name: "x", Address: tor.Address, ASN: 64512, Multihop: 2}}, "multihop 2: applies to eBGP peers only"},
+		{"password with the API", []Peer{{Name: "x", Address: tor.Address, ASN: 1, Password: "s3cret"}}, "password: must not be set with bgp.apiListen"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
+			cfg := cfg
+			if strings.Contains(tt.name, "API") {
+				cfg.APIListen = "127.0.0.1:50051"
+			}
 			if err := ValidatePeers(cfg, tt.peers); err == nil || !strings.Contains(err.Error(), tt.want) {
 				t.Errorf("ValidatePeers() = %v, want an error containing %q", err, tt.want)
 			}

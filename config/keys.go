@@ -95,9 +95,9 @@ func unknownKey(t reflect.Type, key string) error {
 		}
 	}
 	if best != "" {
-		return fmt.Errorf("unknown key %s (did you mean %s?)", key, best)
+		return fmt.Errorf("unknown key %s (did you mean %s?)", clip(key, maxShown), best)
 	}
-	return fmt.Errorf("unknown key %s", key)
+	return fmt.Errorf("unknown key %s", clip(key, maxShown))
 }
 
 // fieldByKey returns the field of t that key names. Keys match whatever their

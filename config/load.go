@@ -1,19 +1,22 @@
 package config
 
 import (
+	"bytes"
 	"errors"
 	"fmt"
+	"io"
 	"math"
 	"math/big"
 	"net/netip"
 	"os"
 	"reflect"
-	"strconv"
+	"strings"
 	"time"
 
 	"github.com/go-viper/mapstructure/v2"
 	"github.com/spf13/pflag"
 	"github.com/spf13/viper"
+	"go.yaml.in/yaml/v3"
 
 	"github.com/flatnet-io/flatnet/ipam"
 )
@@ -86,22 +89,61 @@ func Load(path string, fs *pflag.FlagSet) (Config, error) {
 	return c, nil
 }
 
+// Bounds on the file: what Load reads and what it lets the YAML decoder
+// see. A configuration is a few kilobytes with a few dozen keys.
+const (
+	// maxFileSize keeps --config /dev/zero (or a log file given by mistake)
+	// from filling memory.
+	maxFileSize = 1 << 20
+	// maxMappingKeys bounds the keys of one mapping. The YAML decoder checks
+	// a mapping for repeated keys by comparing every key with every other:
+	// 100,000 keys, which fit in maxFileSize, take a minute. No section of
+	// Config has more than about twenty keys, so a mapping with more than
+	// this holds unknown or repeated ones anyway.
+	maxMappingKeys = 256
+)
+
 // readFile parses the YAML file at path, whatever its extension, and checks
 // that every key in it is one Config has.
 func readFile(path string) (map[string]any, error) {
-	b, err := os.ReadFile(path)
+	f, err := os.Open(path)
 	if err != nil {
 		return nil, fmt.Errorf("read config: %w", err)
 	}
-	// viper's own YAML decoder: the file is parsed as viper would parse it,
-	// but keys keep the case they are written in, for the errors below.
-	dec, err := viper.NewCodecRegistry().Decoder("yaml")
+	defer f.Close()
+	b, err := io.ReadAll(io.LimitReader(f, maxFileSize+1))
 	if err != nil {
+		return nil, fmt.Errorf("read config: %w", err)
+	}
+	if len(b) > maxFileSize {
+		return nil, fmt.Errorf("read config %s: larger than 1 MiB; a configuration file is a few kilobytes", path)
+	}
+	// Parsed as viper would parse it (go.yaml.in/yaml/v3), but first into
+	// nodes, to be checked before the decoder sees them; keys keep the case
+	// they are written in, for the errors below.
+	dec := yaml.NewDecoder(bytes.NewReader(b))
+	var doc yaml.Node
+	if err := dec.Decode(&doc); err != nil && !errors.Is(err, io.EOF) {
 		return nil, fmt.Errorf("parse config %s: %w", path, err)
 	}
-	raw := map[string]any{}
-	if err := dec.Decode(b, raw); err != nil {
+	// yaml.Unmarshal would read the first document and ignore the rest.
+	if err := dec.Decode(new(yaml.Node)); !errors.Is(err, io.EOF) {
+		if err == nil {
+			err = errors.New("more than one YAML document (---); put every key in one")
+		}
 		return nil, fmt.Errorf("parse config %s: %w", path, err)
+	}
+	if errs := checkMappings(&doc, ""); len(errs) > 0 {
+		for i, err := range errs {
+			errs[i] = fmt.Errorf("config %s: %w", path, err)
+		}
+		return nil, errors.Join(errs...)
+	}
+	raw := map[string]any{}
+	if doc.Kind != 0 {
+		if err := doc.Decode(&raw); err != nil {
+			return nil, fmt.Errorf("parse config %s: %w", path, err)
+		}
 	}
 	if errs := checkKeys(raw, reflect.TypeFor[Config](), ""); len(errs) > 0 {
 		for i, err := range errs {
@@ -110,6 +152,48 @@ func readFile(path string) (map[string]any, error) {
 		return nil, errors.Join(errs...)
 	}
 	return raw, nil
+}
+
+// checkMappings checks the mappings under n, which is at key: none may
+// have more than maxMappingKeys keys, and no two keys of one may differ only
+// in case (keys match whatever their case, so viper would merge them).
+func checkMappings(n *yaml.Node, key string) []error {
+	switch n.Kind {
+	case yaml.MappingNode:
+		if len(n.Content)/2 > maxMappingKeys {
+			return []error{fmt.Errorf("line %d: a mapping of %d keys, at most %d allowed", n.Line, len(n.Content)/2, maxMappingKeys)}
+		}
+		var errs []error
+		first := map[string]*yaml.Node{}
+		for i := 0; i+1 < len(n.Content); i += 2 {
+			k, v := n.Content[i], n.Content[i+1]
+			if k.Kind != yaml.ScalarNode {
+				continue
+			}
+			folded := strings.ToLower(k.Value)
+			if f, dup := first[folded]; dup && f.Value != k.Value {
+				errs = append(errs, fmt.Errorf("line %d: key %s repeats %s of line %d (keys match whatever their case)",
+					k.Line, clip(joinKey(key, k.Value), maxShown), clip(joinKey(key, f.Value), maxShown), f.Line))
+				continue
+			}
+			first[folded] = k
+			errs = append(errs, checkMappings(v, joinKey(key, k.Value))...)
+		}
+		return errs
+	case yaml.SequenceNode:
+		var errs []error
+		for i, c := range n.Content {
+			errs = append(errs, checkMappings(c, fmt.Sprintf("%s[%d]", key, i))...)
+		}
+		return errs
+	case yaml.DocumentNode:
+		var errs []error
+		for _, c := range n.Content {
+			errs = append(errs, checkMappings(c, key)...)
+		}
+		return errs
+	}
+	return nil // scalars, and aliases, whose target is checked where it is defined
 }
 
 // bindChangedFlags binds to its key each agent flag the user set in fs. An
@@ -145,32 +229,43 @@ func decodeHook(from, to reflect.Type, data any) (any, error) {
 	switch {
 	case to == durationType && from != durationType:
 		if isString {
-			return time.ParseDuration(s)
+			d, err := time.ParseDuration(s)
+			return d, parseErr(err, s, `a duration with a unit, such as "5m" or "300s"`)
 		}
 		if v := reflect.ValueOf(data); (v.CanInt() || v.CanUint() || v.CanFloat()) && v.IsZero() {
 			return time.Duration(0), nil
 		}
-		return nil, fmt.Errorf("want a duration with a unit, such as \"5m\" or \"300s\", got %v", data)
+		return nil, fmt.Errorf("want a duration with a unit, such as \"5m\" or \"300s\", got %s", shown(data))
 	case to == addrType && from != addrType:
 		if !isString {
-			return nil, fmt.Errorf("want an IP address, got %v", data)
+			return nil, fmt.Errorf("want an IP address, got %s", shown(data))
 		}
-		return netip.ParseAddr(s)
+		a, err := netip.ParseAddr(s)
+		return a, parseErr(err, s, "an IP address")
 	case to == prefixType && from != prefixType:
 		if !isString {
-			return nil, fmt.Errorf("want a CIDR such as 10.244.0.0/16, got %v", data)
+			return nil, fmt.Errorf("want a CIDR such as 10.244.0.0/16, got %s", shown(data))
 		}
-		return netip.ParsePrefix(s)
-	case to.Kind() == reflect.Bool && isString:
-		b, err := strconv.ParseBool(s)
-		if err != nil {
-			return nil, fmt.Errorf("want true or false, got %q", s)
+		p, err := netip.ParsePrefix(s)
+		return p, parseErr(err, s, "a CIDR such as 10.244.0.0/16")
+	case to.Kind() == reflect.Bool && from.Kind() != reflect.Bool:
+		// Only a YAML boolean: mapstructure's weak decoding would take any
+		// number (12345, -7, 0.5) as true.
+		if b, ok := yamlBools[s]; isString && ok {
+			return b, nil
 		}
-		return b, nil
+		return nil, fmt.Errorf("want true or false, got %s", shown(data))
 	case isInteger(to) && from != to:
 		return toInteger(to, data)
 	}
 	return data, nil
+}
+
+// yamlBools are the booleans of YAML 1.2's core schema, as a string spells
+// them (an environment variable, a flag, a quoted value in the file).
+var yamlBools = map[string]bool{
+	"true": true, "True": true, "TRUE": true,
+	"false": false, "False": false, "FALSE": false,
 }
 
 func isInteger(t reflect.Type) bool {
@@ -189,8 +284,13 @@ func toInteger(to reflect.Type, data any) (any, error) {
 	var n big.Int
 	switch v := reflect.ValueOf(data); {
 	case v.Kind() == reflect.String:
+		// No integer type has more than 20 digits; a longer string is not
+		// worth parsing (decimal parsing is not linear).
+		if len(v.String()) > 64 {
+			return nil, fmt.Errorf("want an integer, got %s", shown(data))
+		}
 		if _, ok := n.SetString(v.String(), 10); !ok {
-			return nil, fmt.Errorf("want an integer, got %q", v.String())
+			return nil, fmt.Errorf("want an integer, got %s", shown(data))
 		}
 	case v.CanInt():
 		n.SetInt64(v.Int())
@@ -199,7 +299,7 @@ func toInteger(to reflect.Type, data any) (any, error) {
 	case v.CanFloat() && v.Float() == math.Trunc(v.Float()) && math.Abs(v.Float()) < 1<<63:
 		n.SetInt64(int64(v.Float()))
 	default:
-		return nil, fmt.Errorf("want an integer, got %v", data)
+		return nil, fmt.Errorf("want an integer, got %s", shown(data))
 	}
 	out := reflect.New(to).Elem()
 	lo, hi := new(big.Int), new(big.Int)
@@ -236,9 +336,9 @@ func decodeErrors(err error) error {
 				walk(err)
 			}
 		case errors.As(err, &decodeErr):
-			errs = append(errs, fmt.Errorf("%s: %w", decodeErr.Name(), decodeErr.Unwrap()))
+			errs = append(errs, clipErr(fmt.Errorf("%s: %w", decodeErr.Name(), decodeErr.Unwrap())))
 		default:
-			errs = append(errs, err)
+			errs = append(errs, clipErr(err))
 		}
 	}
 	walk(err)

@@ -135,6 +135,9 @@ func TestLoadBGPErrors(t *testing.T) {
 		{"api on every address", "bgp:\n  apiListen: ':50051'\n", []string{`bgp.apiListen ":50051": host must be a loopback IP address`}},
 		{"api on a public address", "bgp:\n  apiListen: 192.0.2.1:50051\n", []string{`bgp.apiListen "192.0.2.1:50051": host must be a loopback`}},
 		{"api without port", "bgp:\n  apiListen: 127.0.0.1\n", []string{`bgp.apiListen "127.0.0.1": want host:port`}},
+		// GoBGP's API hands every peer's password to whoever connects (ListPeer).
+		{"api with a mesh password", "bgp:\n  apiListen: 127.0.0.1:50051\n  meshPassword: s3cret\n", []string{"bgp.meshPassword: must not be set with bgp.apiListen"}},
+		{"api with a peer password", "bgp:\n  apiListen: 127.0.0.1:50051\n  peers:\n    - {name: tor, address: 192.0.2.1, asn: 65001, password: s3cret}\n", []string{"bgp.peers[0].password: must not be set with bgp.apiListen"}},
 		{"IPv6 cluster ID", "bgp:\n  routeReflector:\n    clusterID: '::1'\n", []string{"bgp.routeReflector.clusterID ::1: must be an IPv4 address"}},
 		{"restart time too long", "bgp:\n  gracefulRestart:\n    restartTime: 2h\n", []string{"bgp.gracefulRestart.restartTime 2h0m0s: want whole seconds in 1s..1h8m15s"}},
 		{"restart time fraction", "bgp:\n  gracefulRestart:\n    restartTime: 1500ms\n", []string{"bgp.gracefulRestart.restartTime 1.5s: want whole seconds"}},

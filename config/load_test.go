@@ -2,6 +2,7 @@ package config
 
 import (
 	"errors"
+	"fmt"
 	"io/fs"
 	"net/netip"
 	"os"
@@ -256,6 +257,7 @@ func TestEnvOverridesEveryScalarKey(t *testing.T) {
 		{env: "FLATNET_DATASTORE_FILE_DIR", value: "/tmp/ipam", want: func(c *Config) { c.Datastore.File.Dir = "/tmp/ipam" }},
 		{env: "FLATNET_DATASTORE_FILE_FSYNC", value: "false", want: func(c *Config) { c.Datastore.File.Fsync = false }},
 		{env: "FLATNET_IPAM_STRICTAFFINITY", value: "true", want: func(c *Config) { c.IPAM.StrictAffinity = true }},
+		{env: "FLATNET_IPAM_STRICTAFFINITY", value: "1", wantErr: `ipam.strictAffinity: want true or false, got "1"`},
 		{env: "FLATNET_IPAM_BLOCKRELEASEGRACE", value: "90s", want: func(c *Config) { c.IPAM.BlockReleaseGrace = 90 * time.Second }},
 		{env: "FLATNET_IPAM_GATEWAYIPV4", value: "169.254.0.1", want: func(c *Config) { c.IPAM.GatewayIPv4 = netip.MustParseAddr("169.254.0.1") }},
 		{env: "FLATNET_IPAM_GATEWAYIPV6", value: "fe80::2", want: func(c *Config) { c.IPAM.GatewayIPv6 = netip.MustParseAddr("fe80::2") }},
@@ -451,6 +453,21 @@ func TestLoadErrors(t *testing.T) {
 			yaml: "ipam:\n  pools: 10.0.0.0/16\n",
 			want: []string{`ipam.pools "10.0.0.0/16": want a list of mappings`},
 		},
+		{
+			name: "key repeated in another case",
+			yaml: "log:\n  level: debug\nLOG:\n  format: json\n",
+			want: []string{"config $FILE: line 3: key LOG repeats log of line 1 (keys match whatever their case)"},
+		},
+		{
+			name: "nested key repeated in another case",
+			yaml: "ipam:\n  strictAffinity: true\n  strictaffinity: false\n",
+			want: []string{"config $FILE: line 3: key ipam.strictaffinity repeats ipam.strictAffinity of line 2 (keys match whatever their case)"},
+		},
+		{
+			name: "pool key repeated in another case",
+			yaml: "ipam:\n  pools:\n    - {name: a, cidr: 10.0.0.0/16, CIDR: 10.1.0.0/16}\n",
+			want: []string{"key ipam.pools[0].CIDR repeats ipam.pools[0].cidr of line 3"},
+		},
 		// Pools.
 		{
 			name: "bad CIDR",
@@ -591,6 +608,31 @@ func TestLoadErrors(t *testing.T) {
 			want: []string{`ipam.strictAffinity: want true or false, got "maybe"`},
 		},
 		{
+			name: "number as a boolean",
+			yaml: "ipam:\n  strictAffinity: 12345\n",
+			want: []string{"ipam.strictAffinity: want true or false, got 12345"},
+		},
+		{
+			name: "negative number as a boolean",
+			yaml: "bgp:\n  enabled: -7\n",
+			want: []string{"bgp.enabled: want true or false, got -7"},
+		},
+		{
+			name: "fraction as a boolean",
+			yaml: "datastore:\n  file: {fsync: 0.5}\n",
+			want: []string{"datastore.file.fsync: want true or false, got 0.5"},
+		},
+		{
+			name: "zero as a boolean",
+			yaml: "bgp:\n  peers:\n    - {name: tor, address: 192.0.2.1, asn: 65001, passive: 0}\n",
+			want: []string{"bgp.peers[0].passive: want true or false, got 0"},
+		},
+		{
+			name: "YAML 1.1 boolean",
+			yaml: "ipam:\n  strictAffinity: yes\n",
+			want: []string{`ipam.strictAffinity: want true or false, got "yes"`},
+		},
+		{
 			name: "unparsable gateway",
 			yaml: "ipam:\n  gatewayIPv4: nope\n",
 			want: []string{"ipam.gatewayIPv4", `"nope"`},
@@ -664,6 +706,25 @@ func TestLoadFileErrors(t *testing.T) {
 			t.Errorf("Load(%s) = %v, want a not-exist error naming the file", path, err)
 		}
 	})
+	t.Run("second document", func(t *testing.T) {
+		path := writeConfig(t, "log: {level: debug}\n---\nlog: {level: error}\n")
+		_, err := Load(path, nil)
+		if err == nil || !strings.Contains(err.Error(), "parse config "+path+": more than one YAML document") {
+			t.Errorf("Load(%s) = %v, want an error about the second document", path, err)
+		}
+	})
+	t.Run("second document empty", func(t *testing.T) {
+		path := writeConfig(t, "log: {level: debug}\n---\n")
+		if _, err := Load(path, nil); err == nil {
+			t.Errorf("Load(%s) = nil, want an error about the second document", path)
+		}
+	})
+	t.Run("one document marked", func(t *testing.T) {
+		path := writeConfig(t, "---\nlog: {level: debug}\n...\n")
+		if c, err := Load(path, nil); err != nil || c.Log.Level != "debug" {
+			t.Errorf("Load(%s) = %v, %v; want level debug", path, c.Log, err)
+		}
+	})
 	t.Run("YAML syntax error", func(t *testing.T) {
 		path := writeConfig(t, "log:\n  level: [info\n")
 		_, err := Load(path, nil)
@@ -671,4 +732,109 @@ func TestLoadFileErrors(t *testing.T) {
 			t.Errorf("Load(%s) = %v, want a YAML error naming the file and line", path, err)
 		}
 	})
+}
+
+// Load reads at most 1 MiB, and never lets the YAML decoder compare the keys
+// of a huge mapping with each other (quadratic: 100,000 keys took a minute).
+func TestLoadBoundsTheFile(t *testing.T) {
+	isolate(t)
+	t.Run("larger than 1 MiB", func(t *testing.T) {
+		// Valid YAML all the way: only its size is wrong.
+		path := writeConfig(t, "log: {level: info}\n"+strings.Repeat("# padding\n", 110_000))
+		_, err := Load(path, nil)
+		if err == nil || !strings.Contains(err.Error(), "read config "+path+": larger than 1 MiB") {
+			t.Errorf("Load() = %v, want a size error naming the file", err)
+		}
+	})
+	t.Run("a mapping of 80,000 keys", func(t *testing.T) {
+		var b strings.Builder
+		b.WriteString("ipam:\n")
+		for i := range 80_000 {
+			fmt.Fprintf(&b, "  k%d: 1\n", i)
+		}
+		if b.Len() > maxFileSize {
+			t.Fatalf("test file of %d bytes is over the size limit", b.Len())
+		}
+		path := writeConfig(t, b.String())
+		start := time.Now()
+		_, err := Load(path, nil)
+		if err == nil || !strings.Contains(err.Error(), "config "+path+": line 2: a mapping of 80000 keys, at most 256 allowed") {
+			t.Errorf("Load() = %v, want a mapping-size error", err)
+		}
+		if d := time.Since(start); d > 5*time.Second {
+			t.Errorf("Load() took %v", d)
+		}
+	})
+	t.Run("many small mappings", func(t *testing.T) {
+		// Lists of mappings are as long as the file allows: linear.
+		var b strings.Builder
+		b.WriteString("ipam:\n  pools:\n")
+		for i := 0; b.Len() < maxFileSize-100; i++ {
+			fmt.Fprintf(&b, "    - {name: p%d, cidr: 10.%d.%d.0/24}\n", i, i/256%256, i%256)
+		}
+		start := time.Now()
+		if _, err := Load(writeConfig(t, b.String()), nil); err == nil || !strings.Contains(err.Error(), "pools, at most 1024 allowed") {
+			t.Errorf("Load() = %v, want a pool count error", err)
+		}
+		if d := time.Since(start); d > 5*time.Second {
+			t.Errorf("Load() took %v", d)
+		}
+	})
+}
+
+// A value of any length is shown in an error by its start only: a 10 MB
+// value must not become a 10 MB log line.
+func TestErrorsTruncateValues(t *testing.T) {
+	const maxLine = 400
+	huge := strings.Repeat("x", 200_000)
+	check := func(t *testing.T, err error) {
+		t.Helper()
+		if err == nil {
+			t.Fatal("Load() = nil, want an error")
+		}
+		for line := range strings.Lines(err.Error()) {
+			if len(line) > maxLine {
+				t.Errorf("error line of %d bytes: %.200s…", len(line), line)
+			}
+		}
+	}
+	// Every scalar key, from the environment (which takes any string).
+	for _, s := range settings(Default()) {
+		vars := envVars(s)
+		if len(vars) == 0 || s.key == "bgp.meshPassword" {
+			continue
+		}
+		for _, v := range []string{huge, strings.Repeat("9", 200_000)} {
+			t.Run(s.key, func(t *testing.T) {
+				isolate(t)
+				t.Setenv("NODE_NAME", "node-a")
+				t.Setenv(vars[0], v)
+				_, err := Load("", nil)
+				if s.key == "nodeName" || err != nil { // some keys take any string
+					check(t, err)
+				}
+			})
+		}
+	}
+	// And from the file: values, keys, sections, lists.
+	for name, yaml := range map[string]string{
+		"value":         "log: {level: " + huge[:100_000] + "}\n",
+		"unknown key":   huge[:100_000] + ": 1\n",
+		"nested key":    "ipam:\n  " + huge[:100_000] + ": 1\n",
+		"section":       "log: " + huge[:100_000] + "\n",
+		"list":          "log: {level: [" + strings.Repeat("x, ", 100_000) + "x]}\n",
+		"list section":  "log: [" + strings.Repeat("x, ", 100_000) + "x]\n",
+		"integer list":  "bgp: {asn: [" + strings.Repeat("1, ", 100_000) + "1]}\n",
+		"long integer":  "bgp: {asn: " + strings.Repeat("9", 100_000) + "}\n",
+		"pool name":     "ipam: {pools: [{name: " + huge[:100_000] + ", cidr: 10.0.0.0/16}]}\n",
+		"peer name":     "bgp: {peers: [{name: " + huge[:100_000] + ", address: 192.0.2.1, asn: 65001}]}\n",
+		"import prefix": "bgp: {peers: [{name: a, address: 192.0.2.1, asn: 65001, import: {allow: [" + huge[:100_000] + "]}}]}\n",
+	} {
+		t.Run(name, func(t *testing.T) {
+			isolate(t)
+			t.Setenv("NODE_NAME", "node-a")
+			_, err := Load(writeConfig(t, yaml), nil)
+			check(t, err)
+		})
+	}
 }

@@ -50,10 +50,7 @@ func (c Config) Validate() error {
 
 // invalid returns the error for key holding value: "log.level "verbose": why".
 func invalid(key string, value any, why string, args ...any) error {
-	if s, ok := value.(string); ok {
-		value = fmt.Sprintf("%q", s)
-	}
-	return fmt.Errorf("%s %v: %s", key, value, fmt.Sprintf(why, args...))
+	return fmt.Errorf("%s %s: %s", key, shown(value), fmt.Sprintf(why, args...))
 }
 
 func validateNodeName(name string) []error {
@@ -122,6 +119,10 @@ func (ip IPAM) validate(requirePool bool) []error {
 	var errs []error
 	if requirePool && len(ip.Pools) == 0 {
 		errs = append(errs, invalid("ipam.pools", ip.Pools, "at least one pool is required"))
+	}
+	if len(ip.Pools) > ipam.MaxPools {
+		// Each pool is checked against every other: not for this many.
+		return append(errs, fmt.Errorf("ipam.pools: %d pools, at most %d allowed", len(ip.Pools), ipam.MaxPools))
 	}
 	names := map[string]int{} // pool name -> index of its first use
 	for i, p := range ip.Pools {
@@ -230,6 +231,7 @@ func (b BGP) validate() []error {
 		errs = append(errs, invalid("bgp.nodeIPv6", a, "must be a unicast IPv6 address without zone"))
 	}
 	errs = append(errs, fieldErrs("bgp", bgp.CheckPassword("meshPassword", b.MeshPassword))...)
+	errs = append(errs, fieldErrs("bgp", bgp.CheckPasswordWithAPI("meshPassword", b.MeshPassword, b.APIListen))...)
 	errs = append(errs, fieldErrs("bgp", bgp.CheckTimers("meshHoldTime", "meshKeepaliveInterval", b.MeshHoldTime, b.MeshKeepaliveInterval))...)
 	if m := b.MeshBFD.Multiplier; b.MeshBFD.Enabled && m < 0 {
 		errs = append(errs, invalid("bgp.meshBFD.multiplier", m, "want 1..255, or 0 for %d", bgp.DefaultBFDMultiplier))

@@ -42,6 +42,9 @@ type Allocator struct {
 	cfg   Config
 	log   *slog.Logger
 	mu    sync.Mutex
+	// pending are handles whose release the store did not take: they are
+	// released again by RetryReleases (pending.go).
+	pending map[string]bool
 }
 
 // Request asks for one address of each family for a handle.
@@ -62,6 +65,9 @@ func New(store Store, cfg Config) (*Allocator, error) {
 	}
 	if len(cfg.Pools) == 0 {
 		return nil, fmt.Errorf("new allocator: %w: no pools", ErrInvalid)
+	}
+	if len(cfg.Pools) > MaxPools {
+		return nil, fmt.Errorf("new allocator: %w: %d pools, at most %d allowed", ErrInvalid, len(cfg.Pools), MaxPools)
 	}
 	for i, p := range cfg.Pools {
 		if _, err := NewPool(p.Name, p.CIDR, p.BlockSize); err != nil {
@@ -97,10 +103,13 @@ func (a *Allocator) StrictAffinity() bool { return a.cfg.StrictAffinity }
 func (a *Allocator) Pools() []Pool { return slices.Clone(a.cfg.Pools) }
 
 // Allocate returns one address of each requested family for req.Handle. Asking
-// again with the same handle returns the same addresses. When one family cannot
+// again with the same handle, on the same node, returns the same addresses. When one family cannot
 // be served, the addresses this call took are given back before it fails.
 func (a *Allocator) Allocate(ctx context.Context, req Request) ([]Allocation, error) {
 	if err := validHandle(req.Handle); err != nil {
+		return nil, err
+	}
+	if err := validAttrs(req.Attrs); err != nil {
 		return nil, err
 	}
 	fams, err := a.families(req.Families)
@@ -111,13 +120,17 @@ func (a *Allocator) Allocate(ctx context.Context, req Request) ([]Allocation, er
 
 	a.mu.Lock()
 	defer a.mu.Unlock()
+	// A handle asked for again is in use again: its addresses, if a
+	// release of them is pending, are its own again.
+	delete(a.pending, req.Handle)
 	var got, taken []Allocation
 	for _, f := range fams {
 		al, isNew, err := a.allocate(ctx, req, f)
 		if err != nil {
 			if len(taken) > 0 {
+				held := a.holds(req.Handle)
 				_, rbErr := a.release(ctx, func(x Allocation) bool {
-					return x.Handle == req.Handle && slices.ContainsFunc(taken, func(t Allocation) bool { return t.Addr == x.Addr })
+					return held(x) && slices.ContainsFunc(taken, func(t Allocation) bool { return t.Addr == x.Addr })
 				})
 				err = errors.Join(err, rbErr)
 			}
@@ -144,14 +157,14 @@ func (a *Allocator) allocate(ctx context.Context, req Request, f Family) (al All
 			return al, false, err
 		}
 		for _, b := range blocks {
-			if i := slices.IndexFunc(b.Allocations, func(x Allocation) bool { return x.Handle == req.Handle }); i >= 0 {
+			if i := slices.IndexFunc(b.Allocations, a.holds(req.Handle)); i >= 0 {
 				return b.Allocations[i], false, nil
 			}
 		}
 		al = Allocation{Handle: req.Handle, Attrs: req.Attrs, Allocated: a.cfg.Now().UTC()}
 
 		// 1. A free address in a block of our own.
-		if i := slices.IndexFunc(blocks, func(b Block) bool { return b.Affinity == a.cfg.Node && b.Free() > 0 }); i >= 0 {
+		if i := slices.IndexFunc(blocks, func(b Block) bool { return b.Affinity == a.cfg.Node && b.hasRoom() }); i >= 0 {
 			if al, err = a.place(ctx, blocks[i], al); err == nil {
 				return al, true, nil
 			} else if LostRace(err) {
@@ -180,7 +193,7 @@ func (a *Allocator) allocate(ctx context.Context, req Request, f Family) (al All
 
 		// 3. Borrow from another node's block.
 		if !a.cfg.StrictAffinity {
-			if i := slices.IndexFunc(blocks, func(b Block) bool { return b.Free() > 0 }); i >= 0 {
+			if i := slices.IndexFunc(blocks, func(b Block) bool { return b.hasRoom() }); i >= 0 {
 				if al, err = a.place(ctx, blocks[i], al); err == nil {
 					a.log.Info("borrowed address", "addr", al.Addr, "block", blocks[i].CIDR, "owner", blocks[i].Affinity)
 					return al, true, nil
@@ -213,15 +226,30 @@ func (a *Allocator) place(ctx context.Context, b Block, al Allocation) (Allocati
 	return al, nil
 }
 
-// Release gives back every address held by handle and returns them. An unknown
-// handle is not an error: there is simply nothing to release.
+// Release gives back every address handle holds on this node and returns
+// them. An unknown handle is not an error: there is simply nothing to release.
+// A release the store does not take (a full disk) is recorded and retried
+// by RetryReleases, and Release returns what it did release without an
+// error; only the end of ctx is an error.
 func (a *Allocator) Release(ctx context.Context, handle string) ([]Allocation, error) {
 	if err := validHandle(handle); err != nil {
 		return nil, err
 	}
 	a.mu.Lock()
 	defer a.mu.Unlock()
-	return a.release(ctx, func(x Allocation) bool { return x.Handle == handle })
+	gone, err := a.release(ctx, a.holds(handle))
+	if err != nil && ctx.Err() == nil {
+		a.deferRelease(handle, err)
+		return gone, nil
+	}
+	return gone, err
+}
+
+// holds matches the allocations of handle on this node. A handle is a
+// node's: the same name on another node is another pod (or a client that
+// must not reach it), so one node never returns or releases another's.
+func (a *Allocator) holds(handle string) func(Allocation) bool {
+	return func(x Allocation) bool { return x.Handle == handle && x.Attrs.Node == a.cfg.Node }
 }
 
 // GC releases every allocation made for this node whose handle is not in valid,
@@ -236,6 +264,10 @@ func (a *Allocator) GC(ctx context.Context, valid []string) ([]Allocation, error
 	gone, err := a.release(ctx, func(x Allocation) bool { return x.Attrs.Node == a.cfg.Node && !keep[x.Handle] })
 	for _, al := range gone {
 		a.log.Info("garbage-collected address", "addr", al.Addr, "handle", al.Handle)
+	}
+	if err == nil {
+		// Every pending release is settled: done if not valid, in use if valid.
+		clear(a.pending)
 	}
 	return gone, err
 }
@@ -274,9 +306,10 @@ func (a *Allocator) release(ctx context.Context, match func(Allocation) bool) ([
 }
 
 // writeShrunk stores a block that lost allocations. A block left empty is marked
-// so, or deleted at once when it is ours (or nobody's) and there is no grace.
+// so, or deleted at once when it is ours (or nobody's) and there is no grace;
+// a damaged block is neither.
 func (a *Allocator) writeShrunk(ctx context.Context, b Block) error {
-	if len(b.Allocations) == 0 {
+	if len(b.Allocations) == 0 && b.Damaged.IsZero() {
 		if a.cfg.ReleaseGrace == 0 && (b.Affinity == a.cfg.Node || b.Affinity == "") {
 			if err := a.store.DeleteBlock(ctx, b); err != nil {
 				return fmt.Errorf("release block %s: %w", b.CIDR, err)
@@ -410,6 +443,26 @@ func pause(ctx context.Context, attempt int) error {
 	case <-t.C:
 		return nil
 	}
+}
+
+// Kubernetes' limits on what Attrs name: a namespace is a DNS label, a pod
+// name a DNS subdomain. Every allocation is stored with its block, so an
+// unbounded name would make every write of the block pay for it.
+const (
+	MaxNamespaceLen = 63
+	MaxPodNameLen   = 253
+)
+
+// validAttrs checks the pod attributes of a request against Kubernetes'
+// limits; the values are not shown.
+func validAttrs(at Attrs) error {
+	if len(at.Namespace) > MaxNamespaceLen {
+		return fmt.Errorf("%w: namespace of %d bytes, at most %d allowed", ErrInvalid, len(at.Namespace), MaxNamespaceLen)
+	}
+	if len(at.Pod) > MaxPodNameLen {
+		return fmt.Errorf("%w: pod name of %d bytes, at most %d allowed", ErrInvalid, len(at.Pod), MaxPodNameLen)
+	}
+	return nil
 }
 
 // validHandle checks a handle: 1 to 512 printable characters without spaces.

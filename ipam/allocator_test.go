@@ -116,6 +116,21 @@ func TestNewRejectsOverlappingPools(t *testing.T) {
 	}
 }
 
+// Pools are checked against each other: not for more than MaxPools of them.
+func TestNewRejectsTooManyPools(t *testing.T) {
+	pools := make([]ipam.Pool, ipam.MaxPools+1)
+	for i := range pools {
+		pools[i] = pool(t, fmt.Sprintf("p%d", i), fmt.Sprintf("10.%d.%d.0/24", i/256, i%256), 26)
+	}
+	_, err := ipam.New(ipamtest.NewMemStore(), ipam.Config{Node: "n1", Pools: pools})
+	if !errors.Is(err, ipam.ErrInvalid) || !strings.Contains(err.Error(), "1025 pools, at most 1024") {
+		t.Errorf("New with %d pools = %v", len(pools), err)
+	}
+	if _, err := ipam.New(ipamtest.NewMemStore(), ipam.Config{Node: "n1", Pools: pools[:ipam.MaxPools]}); err != nil {
+		t.Errorf("New with %d pools = %v", ipam.MaxPools, err)
+	}
+}
+
 // Blocks are carved at the pool's edges, including the very end of the address
 // space, and the pool gives out every one of its addresses exactly once.
 func TestCarvesWholePoolAtEdges(t *testing.T) {
@@ -356,6 +371,38 @@ func TestGCReleasesOnlyThisNodesStaleHandles(t *testing.T) {
 	}
 }
 
+// A handle is a node's: another node that names it gets an allocation of
+// its own, and releasing it there leaves the first node's pod alone.
+func TestHandlesAreScopedToTheirNode(t *testing.T) {
+	ctx := context.Background()
+	s := ipamtest.NewMemStore()
+	p := pool(t, "p", "10.0.0.0/24", 26)
+	n1 := newAllocator(t, s, "n1", ipam.Config{}, p)
+	n2 := newAllocator(t, s, "n2", ipam.Config{}, p)
+	a1 := alloc(t, n1, "c1/eth0")
+	if a2 := alloc(t, n2, "c1/eth0"); a2[0] == a1[0] {
+		t.Errorf("n2 was handed n1's %v for the same handle", a1[0])
+	}
+	gone, err := n2.Release(ctx, "c1/eth0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, al := range gone {
+		if al.Attrs.Node != "n2" {
+			t.Errorf("n2's Release gave back %s's %v", al.Attrs.Node, al.Addr)
+		}
+	}
+	if got := alloc(t, n1, "c1/eth0"); got[0] != a1[0] {
+		t.Errorf("n1's c1/eth0 is %v now, was %v", got[0], a1[0])
+	}
+	if gone, err := n2.Release(ctx, "c1/eth0"); err != nil || len(gone) != 0 {
+		t.Errorf("n2 released %v, %v of a handle it no longer holds", gone, err)
+	}
+	if gone, err := n1.Release(ctx, "c1/eth0"); err != nil || len(gone) != 1 || gone[0].Addr != a1[0] {
+		t.Errorf("n1's Release = %v, %v; want %v", gone, err, a1[0])
+	}
+}
+
 func TestRejectsMalformedRequests(t *testing.T) {
 	a := newAllocator(t, ipamtest.NewMemStore(), "n1", ipam.Config{}, pool(t, "p", "10.0.0.0/24", 26))
 	for name, req := range map[string]ipam.Request{
@@ -366,6 +413,10 @@ func TestRejectsMalformedRequests(t *testing.T) {
 		"unknown family":    {Handle: "h", Families: []ipam.Family{5}},
 		"family twice":      {Handle: "h", Families: []ipam.Family{ipam.IPv4, ipam.IPv4}},
 		"no pool of family": {Handle: "h", Families: []ipam.Family{ipam.IPv6}},
+		// Kubernetes' own limits: a namespace is a DNS label, a pod name a subdomain.
+		"long namespace": {Handle: "h", Attrs: ipam.Attrs{Namespace: strings.Repeat("n", 64), Pod: "p"}},
+		"long pod name":  {Handle: "h", Attrs: ipam.Attrs{Namespace: "ns", Pod: strings.Repeat("p", 254)}},
+		"1 MiB pod name": {Handle: "h", Attrs: ipam.Attrs{Namespace: "ns", Pod: strings.Repeat("p", 1<<20)}},
 	} {
 		if _, err := a.Allocate(context.Background(), req); !errors.Is(err, ipam.ErrInvalid) {
 			t.Errorf("%s: Allocate = %v, want ErrInvalid", name, err)
@@ -373,6 +424,13 @@ func TestRejectsMalformedRequests(t *testing.T) {
 	}
 	if _, err := a.Release(context.Background(), ""); !errors.Is(err, ipam.ErrInvalid) {
 		t.Errorf("Release(\"\") = %v, want ErrInvalid", err)
+	}
+	if blocks, _ := a.Blocks(context.Background()); len(blocks) != 0 {
+		t.Errorf("malformed requests claimed %v", blocks)
+	}
+	// At the limits, a request is served.
+	if _, err := a.Allocate(context.Background(), ipam.Request{Handle: "h", Attrs: ipam.Attrs{Namespace: strings.Repeat("n", 63), Pod: strings.Repeat("p", 253)}}); err != nil {
+		t.Errorf("Allocate with a 63-byte namespace and a 253-byte pod name: %v", err)
 	}
 }
 

@@ -21,7 +21,7 @@ func LostRace(err error) bool {
 // not an error: whoever won changed the block, and the next look decides
 // again. It reports whether it deleted the block.
 func ExpireEmpty(ctx context.Context, s Store, b Block, now time.Time, grace time.Duration) (deleted bool, err error) {
-	if len(b.Allocations) > 0 {
+	if len(b.Allocations) > 0 || !b.Damaged.IsZero() { // a damaged block may hold more than it lists
 		return false, nil
 	}
 	if b.EmptySince.IsZero() { // emptied by a writer that did not mark it

@@ -14,7 +14,8 @@ import (
 
 // FuzzAllocator drives two nodes with a random sequence of operations over a
 // random pool and checks after each one that no address lies outside the pool,
-// none is held twice, and every block is a block of the pool.
+// none is held twice, a handle holds one address per node, and every block is
+// a block of the pool.
 func FuzzAllocator(f *testing.F) {
 	f.Add(uint8(24), uint8(26), false, false, []byte{0, 4, 8, 1, 5, 2, 3})
 	f.Add(uint8(30), uint8(31), true, false, []byte{0, 64, 128, 192, 4, 68, 1, 65, 3})
@@ -82,7 +83,8 @@ func check(t *testing.T, s ipam.Store, p ipam.Pool) {
 		t.Fatal(err)
 	}
 	seen := map[netip.Addr]bool{}
-	handles := map[string]bool{}
+	type nodeHandle struct{ node, handle string } // a handle is its node's
+	handles := map[nodeHandle]bool{}
 	for _, b := range blocks {
 		if b.CIDR.Bits() != p.BlockSize || !p.CIDR.Contains(b.CIDR.Addr()) || b.CIDR.Masked() != b.CIDR {
 			t.Fatalf("block %s is not a /%d block of %s", b.CIDR, p.BlockSize, p.CIDR)
@@ -94,10 +96,11 @@ func check(t *testing.T, s ipam.Store, p ipam.Pool) {
 			if seen[al.Addr] {
 				t.Fatalf("address %s held twice", al.Addr)
 			}
-			if handles[al.Handle] {
-				t.Fatalf("handle %s holds two addresses of one family", al.Handle)
+			key := nodeHandle{al.Attrs.Node, al.Handle}
+			if handles[key] {
+				t.Fatalf("handle %s holds two addresses of one family on %s", al.Handle, al.Attrs.Node)
 			}
-			seen[al.Addr], handles[al.Handle] = true, true
+			seen[al.Addr], handles[key] = true, true
 		}
 	}
 }

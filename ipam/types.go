@@ -41,6 +41,10 @@ const (
 	MinBlockSizeIPv6 = 116
 )
 
+// MaxPools is the most pools an allocator takes: every pool is checked
+// against every other for overlaps, and a cluster has a handful.
+const MaxPools = 1024
+
 // BlockSizes is the range of block sizes (prefix lengths) a pool of family f
 // may use.
 func BlockSizes(f Family) (lo, hi int) {
@@ -128,6 +132,12 @@ type Block struct {
 	Allocations []Allocation `json:"allocations"` // sorted by address
 	// EmptySince is when the block lost its last allocation; zero while in use.
 	EmptySince time.Time `json:"emptySince,omitzero"`
+	// Damaged is when the block was recovered from a damaged copy (the file
+	// store sets it aside and keeps what it could read): the allocations it
+	// lost may still be in use, so no new address is placed in it and it is
+	// not released when empty, while what it lists is served and released
+	// as usual. Zero for a sound block. An operator clears it (docs/operations.md).
+	Damaged time.Time `json:"damaged,omitzero"`
 	// Revision is set by the Store; an update must carry the revision it read.
 	Revision string `json:"-"`
 }
@@ -137,6 +147,10 @@ func (b *Block) Size() int { return 1 << (b.CIDR.Addr().BitLen() - b.CIDR.Bits()
 
 // Free is the number of addresses not allocated.
 func (b *Block) Free() int { return b.Size() - len(b.Allocations) }
+
+// hasRoom tells whether a new address may be placed in the block: it has a
+// free one and is not damaged.
+func (b *Block) hasRoom() bool { return b.Free() > 0 && b.Damaged.IsZero() }
 
 // firstFree returns the lowest address of the block that nobody holds.
 func (b *Block) firstFree() (netip.Addr, bool) {

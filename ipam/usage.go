@@ -36,7 +36,7 @@ func (a *Allocator) Room(blocks []Block) map[Family]bool {
 	}
 	for _, b := range blocks {
 		claimed[b.CIDR] = true
-		if b.Free() > 0 && (b.Affinity == a.cfg.Node || !a.cfg.StrictAffinity) {
+		if b.hasRoom() && (b.Affinity == a.cfg.Node || !a.cfg.StrictAffinity) {
 			if _, ok := a.Placement(b.CIDR.Addr()); ok {
 				room[FamilyOf(b.CIDR.Addr())] = true
 			}

@@ -35,7 +35,7 @@ func main() {
 	if os.Getenv("GOGC") == "" {
 		debug.SetGCPercent(gcPercent)
 	}
-	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
+	ctx, stop := stopOnSignal()
 	err := run(ctx, os.Args[1:])
 	stop()
 	if err != nil && !errors.Is(err, pflag.ErrHelp) {
@@ -54,6 +54,9 @@ func run(ctx context.Context, args []string) error {
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
+	if fs.NArg() > 0 {
+		return fmt.Errorf("unexpected argument %q: name a configuration file with --config %s", fs.Arg(0), fs.Arg(0))
+	}
 	if *showVersion {
 		fmt.Println("flatnet-agent", version)
 		return nil
@@ -64,4 +67,31 @@ func run(ctx context.Context, args []string) error {
 		return err
 	}
 	return agent.Run(ctx, cfg, slog.New(cfg.Log.Handler(os.Stderr)))
+}
+
+// stopOnSignal returns a context cancelled by the first SIGTERM, with
+// agent.ErrPlannedRestart as its cause (what kubelet, systemd and the lab
+// send to restart the agent), or SIGINT; stop stops listening.
+func stopOnSignal() (ctx context.Context, stop func()) {
+	ctx, cancel := context.WithCancelCause(context.Background())
+	sigs := make(chan os.Signal, 1)
+	signal.Notify(sigs, syscall.SIGINT, syscall.SIGTERM)
+	go func() {
+		if s, ok := <-sigs; ok {
+			cancel(stopCause(s))
+		}
+	}()
+	return ctx, func() {
+		signal.Stop(sigs)
+		close(sigs)
+		cancel(nil)
+	}
+}
+
+// stopCause is why the agent stops on signal s.
+func stopCause(s os.Signal) error {
+	if s == syscall.SIGTERM {
+		return fmt.Errorf("%v: %w", s, agent.ErrPlannedRestart)
+	}
+	return fmt.Errorf("%v: stop (not a planned restart)", s)
 }

@@ -3,11 +3,14 @@
 //
 // Several processes may share one directory (the lab runs several agents on one
 // machine). Writers take an exclusive flock on the directory's lock file, check the
-// revision, write a temporary file, fsync it and rename it over the block's file;
-// readers take no lock, because a rename is atomic. The temporary file is fsync'ed
+// revision, write a temporary file, fsync it, rename it over the block's file and
+// fsync the directory; readers take no lock, because a rename is atomic. Files and
+// the directory are fsync'ed (a write is on disk when it returns, a removal too)
 // unless Options.SkipFsync says otherwise. A process killed at any point
 // therefore leaves every block either as it was or as it was written, never torn,
-// and the kernel drops its lock with it. The package must not hold allocation
+// and the kernel drops its lock with it. A block file damaged all the same (a
+// power loss without fsync, a disk) is set aside and the block recovered from
+// what is known, marked damaged (damage.go). The package must not hold allocation
 // logic: that is ipam's.
 package filestore
 
@@ -18,6 +21,7 @@ import (
 	"errors"
 	"fmt"
 	"io/fs"
+	"log/slog"
 	"math/rand/v2"
 	"net/netip"
 	"os"
@@ -38,11 +42,14 @@ type Options struct {
 	// still never leaves a torn file, but a power loss may lose or tear the
 	// latest writes. For a store on tmpfs, or a lab.
 	SkipFsync bool
+	// Logger is told of damaged block files set aside; nil: discard.
+	Logger *slog.Logger
 }
 
 // Store keeps blocks as files under a directory.
 type Store struct {
 	opts      Options
+	log       *slog.Logger
 	blocksDir string
 	lock      *os.File
 	mu        sync.Mutex // flock is per open file; this orders our own goroutines
@@ -68,6 +75,13 @@ type fileID struct {
 
 var _ ipam.Store = (*Store)(nil)
 
+// How block files are written and removed, durably unless SkipFsync (the
+// file and its directory synced); tests look at what is asked.
+var (
+	writeFile  = atomicfile.Write
+	removeFile = atomicfile.Remove
+)
+
 // record is what a block file holds.
 type record struct {
 	// Revision is random, not a counter, so that a block deleted and claimed again
@@ -76,10 +90,14 @@ type record struct {
 	Block    ipam.Block `json:"block"`
 }
 
-// Open opens (creating it if needed) the store in dir and removes temporary files
-// that a writer killed mid-write left behind.
+// Open opens (creating it if needed) the store in dir, removes temporary files
+// that a writer killed mid-write left behind, and sets aside and recovers
+// every damaged block file (see recoverLocked).
 func Open(dir string, opts Options) (*Store, error) {
-	s := &Store{opts: opts, blocksDir: filepath.Join(dir, "blocks"), parsed: map[string]cachedBlock{}}
+	s := &Store{opts: opts, log: opts.Logger, blocksDir: filepath.Join(dir, "blocks"), parsed: map[string]cachedBlock{}}
+	if s.log == nil {
+		s.log = slog.New(slog.DiscardHandler)
+	}
 	if err := os.MkdirAll(s.blocksDir, 0o700); err != nil {
 		return nil, fmt.Errorf("open file store: %w", err)
 	}
@@ -98,6 +116,14 @@ func Open(dir string, opts Options) (*Store, error) {
 			if strings.HasPrefix(e.Name(), atomicfile.TempPrefix) {
 				if err := os.Remove(filepath.Join(s.blocksDir, e.Name())); err != nil && !errors.Is(err, fs.ErrNotExist) {
 					return err
+				}
+				continue
+			}
+			if isBlockFile(e.Name()) {
+				if _, err := readBlock(filepath.Join(s.blocksDir, e.Name())); errors.Is(err, errDamaged) {
+					if err := s.recoverLocked(e.Name()); err != nil {
+						return err
+					}
 				}
 			}
 		}
@@ -124,11 +150,14 @@ func (s *Store) ListBlocks(ctx context.Context) ([]ipam.Block, error) {
 	}
 	blocks := make([]ipam.Block, 0, len(entries))
 	for _, e := range entries {
-		if !strings.HasSuffix(e.Name(), ".json") || strings.HasPrefix(e.Name(), atomicfile.TempPrefix) {
+		if !isBlockFile(e.Name()) {
 			continue
 		}
 		b, err := s.readCached(e.Name())
-		if errors.Is(err, ipam.ErrNotFound) { // deleted since ReadDir
+		if errors.Is(err, errDamaged) {
+			b, err = s.recover(ctx, e.Name())
+		}
+		if errors.Is(err, ipam.ErrNotFound) { // deleted since ReadDir, or not a block
 			continue
 		}
 		if err != nil {
@@ -145,7 +174,11 @@ func (s *Store) GetBlock(ctx context.Context, cidr netip.Prefix) (ipam.Block, er
 	if err := ctx.Err(); err != nil {
 		return ipam.Block{}, err
 	}
-	return readBlock(s.path(cidr))
+	b, err := readBlock(s.path(cidr))
+	if errors.Is(err, errDamaged) {
+		return s.recover(ctx, filepath.Base(s.path(cidr)))
+	}
+	return b, err
 }
 
 // CreateBlock implements ipam.Store.
@@ -181,7 +214,7 @@ func (s *Store) DeleteBlock(ctx context.Context, b ipam.Block) error {
 		if err := s.checkRevision(b); err != nil {
 			return err
 		}
-		return os.Remove(s.path(b.CIDR))
+		return removeFile(s.path(b.CIDR), !s.opts.SkipFsync)
 	})
 	s.forgetOnConflict(b.CIDR, err)
 	return wrap("delete", b.CIDR, err)
@@ -200,7 +233,11 @@ func (s *Store) checkRevision(b ipam.Block) error {
 	}
 	rev, err := revisionOf(data)
 	if err != nil {
-		return fmt.Errorf("read block %s: corrupt file: %w", path, err)
+		// Damaged: recovered now, and the caller reads it again.
+		if err := s.recoverLocked(filepath.Base(path)); err != nil {
+			return err
+		}
+		return ipam.ErrConflict
 	}
 	if rev != b.Revision {
 		return ipam.ErrConflict
@@ -241,7 +278,7 @@ func (s *Store) write(b ipam.Block) (ipam.Block, error) {
 		return ipam.Block{}, err
 	}
 	path := s.path(b.CIDR)
-	if err := atomicfile.Write(path, data, !s.opts.SkipFsync); err != nil {
+	if err := writeFile(path, data, !s.opts.SkipFsync); err != nil {
 		return ipam.Block{}, err
 	}
 	s.remember(path, b)
@@ -337,6 +374,25 @@ func (s *Store) path(cidr netip.Prefix) string {
 	return filepath.Join(s.blocksDir, strings.ReplaceAll(cidr.String(), "/", "_")+".json")
 }
 
+// cidrOfName returns the block whose file is name, as path names it.
+func cidrOfName(name string) (netip.Prefix, bool) {
+	base, ok := strings.CutSuffix(name, ".json")
+	if !ok {
+		return netip.Prefix{}, false
+	}
+	i := strings.LastIndexByte(base, '_')
+	if i < 0 {
+		return netip.Prefix{}, false
+	}
+	cidr, err := netip.ParsePrefix(base[:i] + "/" + base[i+1:])
+	if err != nil || cidr.Masked() != cidr {
+		return netip.Prefix{}, false
+	}
+	return cidr, true
+}
+
+// readBlock reads the block file at path; one that is not a whole block
+// file for its name is an errDamaged error.
 func readBlock(path string) (ipam.Block, error) {
 	data, err := os.ReadFile(path)
 	if errors.Is(err, fs.ErrNotExist) {
@@ -345,12 +401,25 @@ func readBlock(path string) (ipam.Block, error) {
 	if err != nil {
 		return ipam.Block{}, fmt.Errorf("read block: %w", err)
 	}
+	return decodeBlock(filepath.Base(path), data)
+}
+
+// decodeBlock decodes the content of the block file name.
+func decodeBlock(name string, data []byte) (ipam.Block, error) {
 	var r record
 	if err := json.Unmarshal(data, &r); err != nil {
-		return ipam.Block{}, fmt.Errorf("read block %s: corrupt file: %w", path, err)
+		return ipam.Block{}, fmt.Errorf("read block %s: %w: %w", name, errDamaged, err)
+	}
+	if cidr, ok := cidrOfName(name); r.Revision == "" || !ok || r.Block.CIDR != cidr {
+		return ipam.Block{}, fmt.Errorf("read block %s: %w: revision %q, block %s", name, errDamaged, r.Revision, r.Block.CIDR)
 	}
 	r.Block.Revision = r.Revision
 	return r.Block, nil
+}
+
+// isBlockFile tells whether the directory entry name is a block file.
+func isBlockFile(name string) bool {
+	return strings.HasSuffix(name, ".json") && !strings.HasPrefix(name, atomicfile.TempPrefix)
 }
 
 func wrap(op string, cidr netip.Prefix, err error) error {
