@@ -24,6 +24,7 @@ import (
 	"github.com/flatnet-io/flatnet/config"
 	"github.com/flatnet-io/flatnet/ipam"
 	"github.com/flatnet-io/flatnet/ipam/ipamgrpc"
+	"github.com/flatnet-io/flatnet/metrics"
 )
 
 // stopTimeout bounds how long in-flight API calls may finish after a stop.
@@ -51,6 +52,7 @@ func run(ctx context.Context, cfg config.Config, e env, log *slog.Logger) error 
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	health := newHealth()
+	m := metrics.New(Version, log)
 	if e.health == nil && cfg.Health.Address != "" {
 		var err error
 		if e.health, err = net.Listen("tcp", cfg.Health.Address); err != nil {
@@ -58,7 +60,7 @@ func run(ctx context.Context, cfg config.Config, e env, log *slog.Logger) error 
 		}
 	}
 	if e.health != nil {
-		health.serve(ctx, e.health, log)
+		health.serve(ctx, e.health, m.Handler(), log)
 	}
 
 	ds, err := openDatastore(ctx, cfg, log)
@@ -75,10 +77,11 @@ func run(ctx context.Context, cfg config.Config, e env, log *slog.Logger) error 
 	if cfg.BGP.Enabled {
 		blocks = newOwnBlocks(cfg.NodeName)
 	}
-	alloc, err := newAllocator(ds.store, cfg, pools, blocks, log)
+	alloc, err := newAllocator(ds.store, cfg, pools, blocks, m.IPAMTimed, log)
 	if err != nil {
 		return err
 	}
+	m.CollectIPAM(alloc)
 	if ds.start != nil {
 		ds.start(ctx, alloc)
 	}
@@ -100,21 +103,24 @@ func run(ctx context.Context, cfg config.Config, e env, log *slog.Logger) error 
 
 	status := &statusServer{adverts: &advertLog{}}
 	if cfg.BGP.Enabled {
-		rs, err := startRouting(ctx, cfg, ds, alloc, blocks, status.adverts, e.netns, log)
+		rs, err := startRouting(ctx, cfg, ds, alloc, blocks, status.adverts, e.netns, m, log)
 		if err != nil {
 			return err
 		}
 		defer rs.stop()
 		status.self, status.asn, status.routerID = rs.self, rs.self.ASN, rs.routerID
 		status.speaker, status.counts = rs.speaker, rs.counts
+		m.CollectBGP(rs.speaker)
+		m.CollectRoutes(rs.counts)
 	} else {
 		status.self.Name = cfg.NodeName
 	}
 	health.set("bgp", true)
 
-	srv := grpc.NewServer()
+	srv := grpc.NewServer(grpc.ChainUnaryInterceptor(m.UnaryInterceptor()))
 	pol.register(srv, ipamgrpc.NewServer(alloc, ipamgrpc.Gateways{IPv4: cfg.IPAM.GatewayIPv4, IPv6: cfg.IPAM.GatewayIPv6}, log))
 	agentpb.RegisterAgentServer(srv, status)
+	m.InitAPI(srv)
 
 	served := make(chan error, 1)
 	go func() { served <- srv.Serve(lis) }()
@@ -136,13 +142,14 @@ func run(ctx context.Context, cfg config.Config, e env, log *slog.Logger) error 
 }
 
 // newAllocator returns the node's allocator; blocks, when not nil, is told
-// every write.
-func newAllocator(store ipam.Store, cfg config.Config, pools []ipam.Pool, blocks *ownBlocks, log *slog.Logger) (*ipam.Allocator, error) {
+// every write, and timed how long each operation took.
+func newAllocator(store ipam.Store, cfg config.Config, pools []ipam.Pool, blocks *ownBlocks, timed func(string, time.Duration), log *slog.Logger) (*ipam.Allocator, error) {
 	c := ipam.Config{
 		Node:           cfg.NodeName,
 		Pools:          pools,
 		StrictAffinity: cfg.IPAM.StrictAffinity,
 		ReleaseGrace:   cfg.IPAM.BlockReleaseGrace,
+		Timed:          timed,
 		Logger:         log,
 	}
 	if blocks != nil {
