@@ -2,11 +2,13 @@ package metrics
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"flag"
 	"net/netip"
 	"os"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"testing"
 	"time"
@@ -169,6 +171,107 @@ flatnet_api_requests_total{code="Unknown",method="Release"} 1
 // TestLint lints every family the agent's registry serves, with events in
 // every instrument: the linter is promtool check metrics' (promlint).
 func TestLint(t *testing.T) {
+	m := fullMetrics(t)
+	problems, err := testutil.GatherAndLint(m.Registry())
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, p := range problems {
+		t.Errorf("%s: %s", p.Metric, p.Text)
+	}
+	names := families(t, m)
+	for _, want := range []string{
+		"flatnet_build_info", "flatnet_bgp_session_state", "flatnet_bgp_session_flaps_total",
+		"flatnet_dataplane_drift_repairs_total", "flatnet_dataplane_reconcile_duration_seconds",
+		"flatnet_ipam_node_addresses_used", "flatnet_ipam_operation_duration_seconds",
+		"flatnet_api_requests_total", "flatnet_api_request_duration_seconds", "go_goroutines", "process_cpu_seconds_total",
+	} {
+		if !names[want] {
+			t.Errorf("the registry has no %s", want)
+		}
+	}
+}
+
+// families returns the names of the families m's registry serves.
+func families(t *testing.T, m *Metrics) map[string]bool {
+	t.Helper()
+	mfs, err := m.Registry().Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	names := map[string]bool{}
+	for _, mf := range mfs {
+		names[mf.GetName()] = true
+	}
+	return names
+}
+
+// flatnetName matches a flatnet family name in PromQL or prose, with a
+// histogram's series suffix.
+var flatnetName = regexp.MustCompile(`flatnet_[a-z_]+[a-z]`)
+
+// TestDocsAndDashboard: docs/operations.md lists every flatnet family the
+// agent serves, and it and the Grafana dashboard name no family the agent
+// does not serve.
+func TestDocsAndDashboard(t *testing.T) {
+	names := families(t, fullMetrics(t))
+	known := func(n string) bool {
+		for _, suffix := range []string{"", "_bucket", "_count", "_sum"} {
+			if base, ok := strings.CutSuffix(n, suffix); ok && names[base] {
+				return true
+			}
+		}
+		return false
+	}
+	docs, err := os.ReadFile("../docs/operations.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for n := range names {
+		if strings.HasPrefix(n, "flatnet_") && !strings.Contains(string(docs), "`"+n+"`") {
+			t.Errorf("docs/operations.md does not list %s", n)
+		}
+	}
+	for _, file := range []string{"../docs/operations.md", "../deploy/monitoring/flatnet-dashboard.json"} {
+		data, err := os.ReadFile(file)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, n := range flatnetName.FindAllString(string(data), -1) {
+			if !known(n) {
+				t.Errorf("%s names %s, which the agent does not serve", file, n)
+			}
+		}
+	}
+	var dash struct {
+		Panels []struct {
+			Targets []struct{ Expr string } `json:"targets"`
+		} `json:"panels"`
+	}
+	data, err := os.ReadFile("../deploy/monitoring/flatnet-dashboard.json")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := json.Unmarshal(data, &dash); err != nil {
+		t.Fatalf("the dashboard is not JSON: %v", err)
+	}
+	exprs := 0
+	for _, p := range dash.Panels {
+		for _, tg := range p.Targets {
+			if tg.Expr != "" {
+				exprs++
+			}
+		}
+	}
+	if exprs < 15 {
+		t.Errorf("the dashboard has %d queries", exprs)
+	}
+}
+
+// fullMetrics is the agent's registry with every part, and an event in
+// every instrument.
+func fullMetrics(t *testing.T) *Metrics {
+	t.Helper()
 	m := New("v1.2.3", nil)
 	m.CollectBGP(fakeSpeaker(t))
 	m.CollectRoutes(func() dataplane.Counts { return dataplane.Counts{Routes: 1} })
@@ -188,30 +291,5 @@ func TestLint(t *testing.T) {
 	m.DataplanePass(dataplane.Pass{Full: true, Duration: time.Millisecond})
 	_, _ = m.UnaryInterceptor()(context.Background(), nil, &grpc.UnaryServerInfo{FullMethod: "/x.Y/Allocate"},
 		func(context.Context, any) (any, error) { return nil, nil })
-
-	problems, err := testutil.GatherAndLint(m.Registry())
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, p := range problems {
-		t.Errorf("%s: %s", p.Metric, p.Text)
-	}
-	mfs, err := m.Registry().Gather()
-	if err != nil {
-		t.Fatal(err)
-	}
-	names := map[string]bool{}
-	for _, mf := range mfs {
-		names[mf.GetName()] = true
-	}
-	for _, want := range []string{
-		"flatnet_build_info", "flatnet_bgp_session_state", "flatnet_bgp_session_flaps_total",
-		"flatnet_dataplane_drift_repairs_total", "flatnet_dataplane_reconcile_duration_seconds",
-		"flatnet_ipam_node_addresses_used", "flatnet_ipam_operation_duration_seconds",
-		"flatnet_api_requests_total", "flatnet_api_request_duration_seconds", "go_goroutines", "process_cpu_seconds_total",
-	} {
-		if !names[want] {
-			t.Errorf("the registry has no %s", want)
-		}
-	}
+	return m
 }
