@@ -25,6 +25,7 @@ import (
 	"github.com/flatnet-io/flatnet/config"
 	"github.com/flatnet-io/flatnet/ipam"
 	"github.com/flatnet-io/flatnet/ipam/ipamgrpc"
+	"github.com/flatnet-io/flatnet/metrics"
 )
 
 // stopTimeout bounds how long in-flight API calls may finish after a stop.
@@ -93,13 +94,14 @@ func run(ctx context.Context, cfg config.Config, e env, log *slog.Logger) (err e
 	}()
 
 	health := newHealth()
+	m := metrics.New(Version, log)
 	if e.health == nil && cfg.Health.Address != "" {
 		if e.health, err = net.Listen("tcp", cfg.Health.Address); err != nil {
 			return fmt.Errorf("health.address %s: %w", cfg.Health.Address, err)
 		}
 	}
 	if e.health != nil {
-		tasks.Go(func() error { health.serve(ctx, e.health, log); return nil })
+		tasks.Go(func() error { health.serve(ctx, e.health, m.Handler(), log); return nil })
 	}
 
 	if ds, err = openDatastore(ctx, tasks, cfg, log); err != nil {
@@ -114,10 +116,11 @@ func run(ctx context.Context, cfg config.Config, e env, log *slog.Logger) (err e
 	if cfg.BGP.Enabled {
 		blocks = newOwnBlocks(cfg.NodeName)
 	}
-	alloc, err := newAllocator(ds.store, cfg, pools, blocks, log)
+	alloc, err := newAllocator(ds.store, cfg, pools, blocks, m.IPAMTimed, log)
 	if err != nil {
 		return err
 	}
+	m.CollectIPAM(alloc)
 	if ds.start != nil {
 		ds.start(ctx, tasks, alloc)
 	}
@@ -139,11 +142,13 @@ func run(ctx context.Context, cfg config.Config, e env, log *slog.Logger) (err e
 
 	status := &statusServer{adverts: &advertLog{}}
 	if cfg.BGP.Enabled {
-		if rs, err = startRouting(ctx, cfg, ds, alloc, blocks, status.adverts, e.netns, log); err != nil {
+		if rs, err = startRouting(ctx, cfg, ds, alloc, blocks, status.adverts, e.netns, m, log); err != nil {
 			return err
 		}
 		status.self, status.asn, status.routerID = rs.self, rs.self.ASN, rs.routerID
 		status.speaker, status.counts = rs.speaker, rs.counts
+		m.CollectBGP(rs.speaker)
+		m.CollectRoutes(rs.counts)
 	} else {
 		status.self.Name = cfg.NodeName
 	}
@@ -151,9 +156,10 @@ func run(ctx context.Context, cfg config.Config, e env, log *slog.Logger) (err e
 
 	// In-flight calls use the allocator and its store: the server waits
 	// for them when it stops, even when it stops them.
-	srv = grpc.NewServer(grpc.WaitForHandlers(true))
+	srv = grpc.NewServer(grpc.WaitForHandlers(true), grpc.ChainUnaryInterceptor(m.UnaryInterceptor()))
 	pol.register(srv, ipamgrpc.NewServer(alloc, ipamgrpc.Gateways{IPv4: cfg.IPAM.GatewayIPv4, IPv6: cfg.IPAM.GatewayIPv6}, log))
 	agentpb.RegisterAgentServer(srv, status)
+	m.InitAPI(srv)
 	tasks.Go(func() error {
 		if err := srv.Serve(lis); err != nil && !errors.Is(err, grpc.ErrServerStopped) {
 			return fmt.Errorf("serve API on %s: %w", cfg.API.Socket, err)
@@ -171,13 +177,14 @@ func run(ctx context.Context, cfg config.Config, e env, log *slog.Logger) (err e
 }
 
 // newAllocator returns the node's allocator; blocks, when not nil, is told
-// every write.
-func newAllocator(store ipam.Store, cfg config.Config, pools []ipam.Pool, blocks *ownBlocks, log *slog.Logger) (*ipam.Allocator, error) {
+// every write, and timed how long each operation took.
+func newAllocator(store ipam.Store, cfg config.Config, pools []ipam.Pool, blocks *ownBlocks, timed func(string, time.Duration), log *slog.Logger) (*ipam.Allocator, error) {
 	c := ipam.Config{
 		Node:           cfg.NodeName,
 		Pools:          pools,
 		StrictAffinity: cfg.IPAM.StrictAffinity,
 		ReleaseGrace:   cfg.IPAM.BlockReleaseGrace,
+		Timed:          timed,
 		Logger:         log,
 	}
 	if blocks != nil {

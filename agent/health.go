@@ -15,7 +15,7 @@ import (
 
 // health serves /healthz (the agent process answers) and /readyz (every part
 // has started: datastore synced, BGP started, API serving) for the
-// DaemonSet's probes.
+// DaemonSet's probes, and /metrics for Prometheus.
 type health struct {
 	mu    sync.Mutex
 	ready map[string]bool
@@ -38,10 +38,12 @@ func (h *health) notReady() []string {
 	return slices.DeleteFunc(slices.Clone(healthParts), func(p string) bool { return h.ready[p] })
 }
 
-// serve serves on lis until ctx is done, and returns when it has stopped.
-// A failure is logged: the probes report it.
-func (h *health) serve(ctx context.Context, lis net.Listener, log *slog.Logger) {
+// serve serves on lis until ctx is done, with the agent's metrics as
+// /metrics, and returns when it has stopped. A failure is logged: the
+// probes report it.
+func (h *health) serve(ctx context.Context, lis net.Listener, metrics http.Handler, log *slog.Logger) {
 	mux := http.NewServeMux()
+	mux.Handle("GET /metrics", metrics)
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) { fmt.Fprintln(w, "ok") })
 	mux.HandleFunc("GET /readyz", func(w http.ResponseWriter, _ *http.Request) {
 		if missing := h.notReady(); len(missing) > 0 {

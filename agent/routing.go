@@ -22,6 +22,7 @@ import (
 	"github.com/flatnet-io/flatnet/dataplane"
 	"github.com/flatnet-io/flatnet/internal/atomicfile"
 	"github.com/flatnet-io/flatnet/ipam"
+	"github.com/flatnet-io/flatnet/metrics"
 )
 
 // The routing stack — BGP speaker, route reconciler, mesh registry and
@@ -90,7 +91,7 @@ type routing struct {
 // allocator alloc tells its writes to; ds has the mesh's registry and
 // the explicit peers besides the config file's. Kernel routes go into netns;
 // nil is the agent's own namespace.
-func startRouting(ctx context.Context, cfg config.Config, ds *datastore, alloc *ipam.Allocator, blocks *ownBlocks, adverts *advertLog, netns ns.NetNS, log *slog.Logger) (*routing, error) {
+func startRouting(ctx context.Context, cfg config.Config, ds *datastore, alloc *ipam.Allocator, blocks *ownBlocks, adverts *advertLog, netns ns.NetNS, m *metrics.Metrics, log *slog.Logger) (*routing, error) {
 	self, err := nodeIdentity(cfg)
 	if err != nil {
 		return nil, err
@@ -114,7 +115,7 @@ func startRouting(ctx context.Context, cfg config.Config, ds *datastore, alloc *
 	if err != nil {
 		return nil, err
 	}
-	table, err := dataplane.New(dataplane.Options{NetNS: netns, Log: log.With("component", "dataplane")})
+	table, err := dataplane.New(dataplane.Options{NetNS: netns, Log: log.With("component", "dataplane"), OnPass: m.DataplanePass})
 	if err != nil {
 		return nil, err
 	}

@@ -200,7 +200,36 @@ type PeerStatus struct {
 	Uptime time.Duration
 	// Received, Accepted, Advertised and Rejected are counts of prefixes.
 	Received, Accepted, Advertised, Rejected uint64
+	// RejectedBy splits Rejected by reason (the Reject constants); reasons
+	// with no prefix are left out, and so is the map when nothing is
+	// rejected.
+	RejectedBy map[string]uint64
+	// Flaps counts the times the session left the established state since
+	// the peer was configured (a peer removed and added again starts at 0).
+	// Unlike the other counts it is kept whatever the session's state.
+	Flaps uint64
 }
+
+// PeerStatus.RejectedBy keys: why a prefix a peer announces is not accepted.
+const (
+	// RejectLoop: our AS is in its AS path, or we are its originator (a
+	// route reflected back); the speaker drops these before import policy.
+	RejectLoop = "loop"
+	// RejectOwnBlock: it is a block this node announces, coming back.
+	RejectOwnBlock = "own_block"
+	// RejectOverlapsBlock: it lies inside a block this node announces, or
+	// contains one.
+	RejectOverlapsBlock = "overlaps_block"
+	// RejectDefault: the default route, from a peer without AllowDefault.
+	RejectDefault = "default_route"
+	// RejectOutsidePools: outside the pod pools (mesh peers, and explicit
+	// peers without an Allow list).
+	RejectOutsidePools = "outside_pools"
+	// RejectNotAllowed: outside the peer's ImportPolicy.Allow.
+	RejectNotAllowed = "not_allowed"
+	// RejectUnknownPeer: from a peer being removed.
+	RejectUnknownPeer = "unknown_peer"
+)
 
 // PeerStatus.State values: the BGP FSM states (RFC 4271), and PrefixLimit for
 // a session shut down because the peer exceeded Peer.MaxPrefixes.

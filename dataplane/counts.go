@@ -19,6 +19,12 @@ type Counts struct {
 	Converged  bool
 	RoundTrips uint64 // acknowledged netlink batches sent
 	Failures   uint64 // passes that left something unwritten
+	// Repairs counts the writes that put back a route of ours that someone
+	// else changed or deleted in the kernel (drift repairs).
+	Repairs uint64
+	// NetlinkErrors counts the netlink requests that failed: route writes
+	// the kernel refused, dumps, subscriptions.
+	NetlinkErrors uint64
 	// LastError is the latest of those failures, and LastErrorAt when it
 	// happened; "" once a pass over every route has written them all.
 	LastError   string
@@ -30,10 +36,12 @@ func (r *Reconciler) Counts() Counts {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	c := Counts{
-		Converged:   r.want.converged,
-		RoundTrips:  r.k.roundTrips(),
-		Failures:    r.stats.failures,
-		LastErrorAt: r.stats.lastErrAt,
+		Converged:     r.want.converged,
+		RoundTrips:    r.k.roundTrips(),
+		Failures:      r.stats.failures,
+		Repairs:       r.stats.repairs,
+		NetlinkErrors: r.stats.netlink,
+		LastErrorAt:   r.stats.lastErrAt,
 	}
 	if r.stats.lastErr != nil {
 		c.LastError = r.stats.lastErr.Error()

@@ -30,6 +30,9 @@ type Options struct {
 	Retry time.Duration
 	// BatchSize caps the route messages sent in one sendmsg (1024).
 	BatchSize int
+	// OnPass, if set, is told of every reconcile pass, on Run's goroutine:
+	// it must be quick.
+	OnPass func(Pass)
 }
 
 // New opens netlink sockets in opts.NetNS and returns a reconciler over them.
@@ -39,7 +42,7 @@ func New(opts Options) (*Reconciler, error) {
 	if err != nil {
 		return nil, err
 	}
-	return newReconciler(k, opts.Log, settings{debounce: opts.Debounce, resync: opts.Resync, retry: opts.Retry}), nil
+	return newReconciler(k, opts.Log, settings{debounce: opts.Debounce, resync: opts.Resync, retry: opts.Retry, onPass: opts.OnPass}), nil
 }
 
 const (

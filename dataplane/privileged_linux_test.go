@@ -155,6 +155,14 @@ func TestPrivilegedRepairsDrift(t *testing.T) {
 		}
 	}
 	wantRoutes(t, "our routes", ours(t, n), all)
+	// Each tampering took one write to repair, and is counted as one.
+	deadline := time.Now().Add(10 * time.Second)
+	for r.Counts().Repairs < 4 && time.Now().Before(deadline) {
+		time.Sleep(10 * time.Millisecond)
+	}
+	if c := r.Counts(); c.Repairs != 4 || c.NetlinkErrors != 0 {
+		t.Errorf("Counts() = %+v, want 4 repairs and no netlink error", c)
+	}
 }
 
 func TestPrivilegedLeavesOtherProtocols(t *testing.T) {

@@ -43,6 +43,7 @@ type settings struct {
 	debounce time.Duration // how long changes are coalesced before a write
 	resync   time.Duration // how often the kernel is read in full
 	retry    time.Duration // first retry after a failed write, doubling up to resync
+	onPass   func(Pass)    // nil: none
 }
 
 func (s settings) withDefaults() settings {
@@ -78,12 +79,31 @@ type Reconciler struct {
 	held    []routeEvent
 	stats   stats
 	hops    hopset.Cache // Upsert's
+	// drifted are the keys where the kernel changed a route of ours under
+	// us (route events, or a resync that read something else than the view
+	// held); a write there is a drift repair.
+	drifted map[routeKey]struct{}
+	listed  bool // the kernel has been read once: later differences are drift
 }
 
 type stats struct {
 	failures  uint64
+	repairs   uint64 // writes that put back a route of ours someone changed
+	netlink   uint64 // failed netlink requests: route writes, dumps, subscriptions
 	lastErr   error
 	lastErrAt time.Time
+}
+
+// Pass describes one reconcile pass, for metrics.
+type Pass struct {
+	// Full: every key was looked at (a resync, or after an underlay
+	// change), not only the changed ones.
+	Full bool
+	// Duration is planning and writing, and for a resync reading the
+	// kernel first.
+	Duration time.Duration
+	Writes   int // route messages written, failed ones included
+	Failed   int // writes the kernel refused, and conflicts
 }
 
 func newReconciler(k kernel, log *slog.Logger, s settings) *Reconciler {
@@ -91,14 +111,15 @@ func newReconciler(k kernel, log *slog.Logger, s settings) *Reconciler {
 		log = slog.New(slog.DiscardHandler)
 	}
 	return &Reconciler{
-		k:     k,
-		log:   log,
-		set:   s.withDefaults(),
-		kick:  make(chan struct{}, 1),
-		sync:  make(chan chan error),
-		want:  newDesired(),
-		view:  newView(nil),
-		dirty: map[routeKey]struct{}{},
+		k:       k,
+		log:     log,
+		set:     s.withDefaults(),
+		kick:    make(chan struct{}, 1),
+		sync:    make(chan chan error),
+		want:    newDesired(),
+		view:    newView(nil),
+		dirty:   map[routeKey]struct{}{},
+		drifted: map[routeKey]struct{}{},
 	}
 }
 
@@ -296,6 +317,9 @@ func (r *Reconciler) Run(ctx context.Context) error {
 		case <-resync.C:
 			if broken == nil {
 				if broken, err = r.k.subscribe(ctx, r.observe); err != nil {
+					r.mu.Lock()
+					r.stats.netlink++
+					r.mu.Unlock()
 					r.failed(fmt.Errorf("subscribe to route events: %w", err))
 					resync.Reset(after(err))
 					continue
@@ -314,6 +338,9 @@ func (r *Reconciler) observe(ev routeEvent) {
 	} else {
 		r.view.apply(ev)
 		r.dirty[ev.route.key] = struct{}{}
+		if ev.route.owned() {
+			r.drifted[ev.route.key] = struct{}{}
+		}
 		if !ev.route.owned() && len(ev.route.nextHops) > 0 {
 			// An underlay route changed: next hops may resolve elsewhere.
 			r.full = true
@@ -326,16 +353,27 @@ func (r *Reconciler) observe(ev routeEvent) {
 // resync reads the whole main table and then writes every difference.
 // Events that arrive while it reads are applied on top, in order.
 func (r *Reconciler) resync(ctx context.Context) error {
+	start := time.Now()
 	r.mu.Lock()
 	r.reading, r.held = true, nil
 	r.mu.Unlock()
 	routes, err := r.k.list(ctx)
 	r.mu.Lock()
 	if err == nil {
+		old := r.view
 		r.view = newView(routes)
-	}
-	for _, ev := range r.held {
-		r.view.apply(ev)
+		for _, ev := range r.held {
+			r.view.apply(ev)
+		}
+		if r.listed {
+			r.noteDrift(&old)
+		}
+		r.listed = true
+	} else {
+		for _, ev := range r.held {
+			r.view.apply(ev)
+		}
+		r.stats.netlink++
 	}
 	r.reading, r.held, r.full = false, nil, true
 	r.mu.Unlock()
@@ -344,7 +382,7 @@ func (r *Reconciler) resync(ctx context.Context) error {
 		r.failed(err)
 		return err
 	}
-	err = r.reconcile(ctx, true)
+	err = r.pass(ctx, true, start)
 	r.mu.Lock()
 	stale := r.countStale()
 	r.mu.Unlock()
@@ -354,8 +392,28 @@ func (r *Reconciler) resync(ctx context.Context) error {
 	return err
 }
 
+// noteDrift marks the keys where the view just read differs from old, what
+// the reconciler believed the kernel held. Call with mu held.
+func (r *Reconciler) noteDrift(old *view) {
+	for k, was := range old.ours {
+		if now, ok := r.view.ours[k]; !ok || now != was {
+			r.drifted[k] = struct{}{}
+		}
+	}
+	for k := range r.view.ours {
+		if _, ok := old.ours[k]; !ok {
+			r.drifted[k] = struct{}{}
+		}
+	}
+}
+
 // reconcile writes the difference at the dirty keys, or at all keys.
 func (r *Reconciler) reconcile(ctx context.Context, all bool) error {
+	return r.pass(ctx, all, time.Now())
+}
+
+// pass is reconcile, timed from start.
+func (r *Reconciler) pass(ctx context.Context, all bool, start time.Time) error {
 	r.mu.Lock()
 	keys := r.dirty
 	whole := all || r.full
@@ -386,12 +444,28 @@ func (r *Reconciler) reconcile(ctx context.Context, all bool) error {
 		for i, o := range ops {
 			if results[i] != nil {
 				errs = append(errs, &opError{op: o.kind, key: o.key, err: results[i]})
+				r.stats.netlink++
 				continue
 			}
 			r.view.done(o)
+			if _, ok := r.drifted[o.key]; ok {
+				r.stats.repairs++
+			}
 		}
 		r.mu.Unlock()
 		r.log.Debug("routes written", "writes", len(ops), "failed", len(errs)-len(conflicts))
+	}
+	r.mu.Lock()
+	if whole {
+		clear(r.drifted)
+	} else {
+		for k := range keys {
+			delete(r.drifted, k)
+		}
+	}
+	r.mu.Unlock()
+	if r.set.onPass != nil {
+		r.set.onPass(Pass{Full: whole, Duration: time.Since(start), Writes: len(ops), Failed: len(errs)})
 	}
 	if len(errs) == 0 {
 		if whole { // every route is as wanted: earlier failures are gone

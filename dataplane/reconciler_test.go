@@ -233,6 +233,17 @@ func TestReconcilerWritesAndRepairs(t *testing.T) {
 	// Someone deletes a route by hand: the event brings it back.
 	f.external(true, learned("10.0.1.0/26", "192.0.2.2"))
 	must(t, r.reconcile(ctx, false))
+	if c := r.Counts(); c.Repairs != 1 {
+		t.Errorf("repairs after a deleted route came back = %d, want 1", c.Repairs)
+	}
+	// A change no event told of is found by the next resync.
+	f.mu.Lock()
+	f.routes = slices.DeleteFunc(f.routes, func(x kernelRoute) bool { return x.key == keyOf(pfx("10.0.0.0/26")) })
+	f.mu.Unlock()
+	must(t, r.resync(ctx))
+	if c := r.Counts(); c.Repairs != 2 {
+		t.Errorf("repairs after a resync found a blackhole gone = %d, want 2", c.Repairs)
+	}
 	// Changes and withdrawals.
 	must(t, r.Upsert(pfx("10.0.2.0/26"), addrs("192.0.2.4")))
 	r.Delete(pfx("2001:db8:0:2::/64"))
@@ -265,8 +276,8 @@ func TestReconcilerReportsErrorsPerRoute(t *testing.T) {
 	}
 	wantTable(t, f, "10.0.2.0/26 via [192.0.2.2]", "10.0.3.0/26 foreign")
 	c := r.Counts()
-	if c.Pending != 2 || c.Conflicts != 1 || c.Failures != 1 || c.LastError == "" {
-		t.Errorf("Counts() = %+v, want 2 pending, 1 conflict, 1 failure with its error", c)
+	if c.Pending != 2 || c.Conflicts != 1 || c.Failures != 1 || c.LastError == "" || c.NetlinkErrors != 1 || c.Repairs != 0 {
+		t.Errorf("Counts() = %+v, want 2 pending, 1 conflict, 1 failure with its error, 1 netlink error, no repair", c)
 	}
 
 	// Once the next hop is reachable, the retry installs the route.
@@ -366,5 +377,25 @@ func must(t testing.TB, err error) {
 	t.Helper()
 	if err != nil {
 		t.Fatal(err)
+	}
+}
+
+// TestReconcilerReportsPasses: every pass is told to onPass, a resync as a
+// full one.
+func TestReconcilerReportsPasses(t *testing.T) {
+	ctx := t.Context()
+	f := newFakeKernel()
+	var passes []Pass
+	r := newReconciler(f, nil, settings{onPass: func(p Pass) { passes = append(passes, p) }})
+	must(t, r.resync(ctx))
+	must(t, r.setRoutes(map[netip.Prefix][]netip.Addr{pfx("10.0.1.0/26"): addrs("192.0.2.2")}))
+	must(t, r.reconcile(ctx, false))
+	if len(passes) != 2 || !passes[0].Full || passes[1].Full || passes[1].Writes != 1 || passes[1].Failed != 0 {
+		t.Errorf("passes = %+v, want a full one with no write, then one with one write", passes)
+	}
+	for _, p := range passes {
+		if p.Duration <= 0 {
+			t.Errorf("pass %+v has no duration", p)
+		}
 	}
 }

@@ -51,6 +51,11 @@ func TestBuiltManifests(t *testing.T) {
 			t.Errorf("probe for %s: %+v, want an HTTP GET of 127.0.0.1%s", path, probe, path)
 		}
 	}
+	// The scrape annotations name the port the probes use: health.address.
+	ann := ds.Spec.Template.Annotations
+	if ann["prometheus.io/scrape"] != "true" || ann["prometheus.io/path"] != "/metrics" || ann["prometheus.io/port"] != agent.LivenessProbe.HTTPGet.Port.String() {
+		t.Errorf("pod template annotations %v: want prometheus.io/scrape, /path /metrics and /port of the probes (%s)", ann, agent.LivenessProbe.HTTPGet.Port.String())
+	}
 	hostPaths := map[string]string{}
 	for _, v := range spec.Volumes {
 		if v.HostPath != nil {

@@ -30,8 +30,12 @@ type Config struct {
 	// routing learns what to announce. It is called with the allocator's
 	// lock held, so it must be quick and must not call the allocator.
 	Changed func(Change)
-	Now     func() time.Time // nil: time.Now
-	Logger  *slog.Logger     // nil: discard
+	// Timed, if set, is told how long each Allocate, Release and GC took,
+	// waiting for the allocator's lock included (OpAllocate, OpRelease,
+	// OpGC), whatever the outcome. It must be quick.
+	Timed  func(op string, took time.Duration)
+	Now    func() time.Time // nil: time.Now
+	Logger *slog.Logger     // nil: discard
 }
 
 // Allocator hands out addresses for one node. Its methods are safe to call
@@ -45,6 +49,7 @@ type Allocator struct {
 	// pending are handles whose release the store did not take: they are
 	// released again by RetryReleases (pending.go).
 	pending map[string]bool
+	stats stats
 }
 
 // Request asks for one address of each family for a handle.
@@ -106,6 +111,7 @@ func (a *Allocator) Pools() []Pool { return slices.Clone(a.cfg.Pools) }
 // again with the same handle, on the same node, returns the same addresses. When one family cannot
 // be served, the addresses this call took are given back before it fails.
 func (a *Allocator) Allocate(ctx context.Context, req Request) ([]Allocation, error) {
+	defer a.timed(OpAllocate, time.Now())
 	if err := validHandle(req.Handle); err != nil {
 		return nil, err
 	}
@@ -149,7 +155,7 @@ func (a *Allocator) Allocate(ctx context.Context, req Request) ([]Allocation, er
 func (a *Allocator) allocate(ctx context.Context, req Request, f Family) (al Allocation, isNew bool, err error) {
 	pools := a.poolsOf(f)
 	for attempt := range maxAttempts {
-		if err := pause(ctx, attempt); err != nil {
+		if err := a.pause(ctx, attempt); err != nil {
 			return al, false, err
 		}
 		blocks, err := a.listBlocks(ctx, pools)
@@ -168,6 +174,7 @@ func (a *Allocator) allocate(ctx context.Context, req Request, f Family) (al All
 			if al, err = a.place(ctx, blocks[i], al); err == nil {
 				return al, true, nil
 			} else if LostRace(err) {
+				a.stats.conflicts.Add(1)
 				continue
 			}
 			return al, false, err
@@ -182,6 +189,7 @@ func (a *Allocator) allocate(ctx context.Context, req Request, f Family) (al All
 			al.Addr = cidr.Addr()
 			_, err := a.store.CreateBlock(ctx, Block{CIDR: cidr, Affinity: a.cfg.Node, Allocations: []Allocation{al}})
 			if errors.Is(err, ErrExists) {
+				a.stats.conflicts.Add(1)
 				continue
 			}
 			if err != nil {
@@ -198,6 +206,7 @@ func (a *Allocator) allocate(ctx context.Context, req Request, f Family) (al All
 					a.log.Info("borrowed address", "addr", al.Addr, "block", blocks[i].CIDR, "owner", blocks[i].Affinity)
 					return al, true, nil
 				} else if LostRace(err) {
+					a.stats.conflicts.Add(1)
 					continue
 				}
 				return al, false, err
@@ -232,6 +241,7 @@ func (a *Allocator) place(ctx context.Context, b Block, al Allocation) (Allocati
 // by RetryReleases, and Release returns what it did release without an
 // error; only the end of ctx is an error.
 func (a *Allocator) Release(ctx context.Context, handle string) ([]Allocation, error) {
+	defer a.timed(OpRelease, time.Now())
 	if err := validHandle(handle); err != nil {
 		return nil, err
 	}
@@ -255,6 +265,7 @@ func (a *Allocator) holds(handle string) func(Allocation) bool {
 // GC releases every allocation made for this node whose handle is not in valid,
 // and returns what it released.
 func (a *Allocator) GC(ctx context.Context, valid []string) ([]Allocation, error) {
+	defer a.timed(OpGC, time.Now())
 	keep := make(map[string]bool, len(valid))
 	for _, h := range valid {
 		keep[h] = true
@@ -269,6 +280,7 @@ func (a *Allocator) GC(ctx context.Context, valid []string) ([]Allocation, error
 		// Every pending release is settled: done if not valid, in use if valid.
 		clear(a.pending)
 	}
+	a.stats.gcReleased.Add(uint64(len(gone)))
 	return gone, err
 }
 
@@ -277,7 +289,7 @@ func (a *Allocator) GC(ctx context.Context, valid []string) ([]Allocation, error
 func (a *Allocator) release(ctx context.Context, match func(Allocation) bool) ([]Allocation, error) {
 	var released []Allocation
 	for attempt := range maxAttempts {
-		if err := pause(ctx, attempt); err != nil {
+		if err := a.pause(ctx, attempt); err != nil {
 			return released, err
 		}
 		blocks, err := a.store.ListBlocks(ctx)
@@ -291,6 +303,7 @@ func (a *Allocator) release(ctx context.Context, match func(Allocation) bool) ([
 				continue
 			}
 			if err := a.writeShrunk(ctx, b); LostRace(err) {
+				a.stats.conflicts.Add(1)
 				raced = true
 				continue
 			} else if err != nil {
@@ -315,6 +328,9 @@ func (a *Allocator) writeShrunk(ctx context.Context, b Block) error {
 				return fmt.Errorf("release block %s: %w", b.CIDR, err)
 			}
 			a.log.Info("released empty block", "block", b.CIDR)
+			if b.Affinity == a.cfg.Node {
+				a.stats.blocksReleased.Add(1)
+			}
 			return nil
 		}
 		b.EmptySince = a.cfg.Now().UTC()
@@ -346,6 +362,7 @@ func (a *Allocator) ReleaseIdleBlocks(ctx context.Context) ([]netip.Prefix, erro
 			continue
 		}
 		a.log.Info("released idle block", "block", b.CIDR, "emptySince", b.EmptySince)
+		a.stats.blocksReleased.Add(1)
 		released = append(released, b.CIDR)
 	}
 	return released, nil
@@ -429,11 +446,12 @@ func poolNames(pools []Pool) string {
 }
 
 // pause waits a little before a retry, longer the more attempts were lost, with
-// jitter so that racing nodes do not retry in step.
-func pause(ctx context.Context, attempt int) error {
+// jitter so that racing nodes do not retry in step, and counts the retry.
+func (a *Allocator) pause(ctx context.Context, attempt int) error {
 	if attempt == 0 {
 		return ctx.Err()
 	}
+	a.stats.retries.Add(1)
 	d := time.Duration(rand.Int64N(int64(min(attempt, 20)) * int64(200*time.Microsecond)))
 	t := time.NewTimer(d)
 	defer t.Stop()

@@ -48,6 +48,21 @@ func (c cause) String() string {
 	}[c]
 }
 
+// reason is c as a bgp.PeerStatus.RejectedBy key.
+func (c cause) reason() string {
+	return [...]string{
+		causeNone:          "",
+		causeASLoop:        bgp.RejectLoop,
+		causeOriginator:    bgp.RejectLoop,
+		causeOwnBlock:      bgp.RejectOwnBlock,
+		causeOverlapsBlock: bgp.RejectOverlapsBlock,
+		causeDefault:       bgp.RejectDefault,
+		causeOutsidePools:  bgp.RejectOutsidePools,
+		causeNotAllowed:    bgp.RejectNotAllowed,
+		causeUnknownPeer:   bgp.RejectUnknownPeer,
+	}[c]
+}
+
 // classifier decides, as GoBGP does with the import policy built from the
 // same policyInput (policy.go, whose order it follows), whether a route a
 // peer announces is accepted, and if not why. It is immutable.

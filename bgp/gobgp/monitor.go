@@ -41,6 +41,7 @@ type monitor struct {
 	log       *slog.Logger
 	routes    *feed.Feed
 	rejects   *rejections
+	flaps     *flaps
 	wake      chan struct{}
 	converged chan struct{}
 	exited    chan struct{} // closed when run returns
@@ -71,6 +72,7 @@ func newMonitor(s *server.BgpServer, log *slog.Logger, routes *feed.Feed) *monit
 		log:        log,
 		routes:     routes,
 		rejects:    newRejections(log),
+		flaps:      newFlaps(),
 		wake:       make(chan struct{}, 1),
 		converged:  make(chan struct{}),
 		exited:     make(chan struct{}),
@@ -98,6 +100,7 @@ func (m *monitor) watch(ctx context.Context, timeout time.Duration) error {
 			})
 		},
 		OnPeerUpdate: func(ev *apiutil.WatchEventMessage_PeerEvent, _ time.Time) {
+			m.flaps.event(ev)
 			if ev.Peer.State.AdminState == api.PeerState_ADMIN_STATE_PFX_CT && m.onPrefixLimit != nil {
 				go m.onPrefixLimit(ev.Peer.State.NeighborAddress)
 			}
@@ -146,6 +149,7 @@ func (m *monitor) policyChanged(c *classifier) {
 // waited for no more and forgotten.
 func (m *monitor) setPeers(names map[netip.Addr]string) {
 	m.rejects.setPeers(names)
+	m.flaps.setPeers(names)
 	m.note(func() {
 		if m.expect == nil {
 			m.expect = map[netip.Addr]bool{}

@@ -165,3 +165,18 @@ func (r *rejections) count(peer netip.Addr) uint64 {
 	defer r.mu.Unlock()
 	return uint64(len(r.rejected[peer]))
 }
+
+// byReason returns how many of peer's announcements import policy rejects,
+// per bgp.PeerStatus.RejectedBy key; nil when none.
+func (r *rejections) byReason(peer netip.Addr) map[string]uint64 {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	var out map[string]uint64
+	for _, why := range r.rejected[peer] {
+		if out == nil {
+			out = map[string]uint64{}
+		}
+		out[why.reason()]++
+	}
+	return out
+}

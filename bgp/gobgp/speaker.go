@@ -298,7 +298,7 @@ func (s *Speaker) Status(ctx context.Context) ([]bgp.PeerStatus, error) {
 		if err != nil {
 			return
 		}
-		st := bgp.PeerStatus{Name: names[addr], Address: addr, ASN: p.GetConf().GetPeerAsn(), State: sessionState(p.GetState()), BFD: bfd[addr]}
+		st := bgp.PeerStatus{Name: names[addr], Address: addr, ASN: p.GetConf().GetPeerAsn(), State: sessionState(p.GetState()), BFD: bfd[addr], Flaps: s.mon.flaps.of(addr)}
 		if limited[addr] {
 			st.State = bgp.StatePrefixLimit
 		}
@@ -317,6 +317,13 @@ func (s *Speaker) Status(ctx context.Context) ([]bgp.PeerStatus, error) {
 			st.Received += af.GetState().GetReceived()
 			st.Advertised += af.GetState().GetAdvertised()
 			beforePolicy += af.GetState().GetReceived() - min(af.GetState().GetAccepted(), af.GetState().GetReceived())
+		}
+		st.RejectedBy = s.mon.rejects.byReason(addr)
+		if beforePolicy > 0 {
+			if st.RejectedBy == nil {
+				st.RejectedBy = map[string]uint64{}
+			}
+			st.RejectedBy[bgp.RejectLoop] += beforePolicy
 		}
 		st.Rejected = min(beforePolicy+s.mon.rejects.count(addr), st.Received)
 		st.Accepted = st.Received - st.Rejected

@@ -7,6 +7,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/google/go-cmp/cmp"
+	"github.com/google/go-cmp/cmp/cmpopts"
+
 	"github.com/flatnet-io/flatnet/bgp"
 	"github.com/flatnet-io/flatnet/bgp/speakertest"
 )
@@ -27,8 +30,8 @@ func TestAdvertiseWithdrawAndStatus(t *testing.T) {
 	st := a.status("b", func(st bgp.PeerStatus) bool { return established(st) && st.Received == 2 && st.Advertised == 1 })
 	want := bgp.PeerStatus{Name: "b", Address: b.addr, ASN: meshASN, State: bgp.StateEstablished, Received: 2, Accepted: 2, Advertised: 1}
 	st.Uptime = 0
-	if st != want {
-		t.Errorf("a's status of b = %+v, want %+v", st, want)
+	if diff := cmp.Diff(want, st, cmpopts.EquateComparable(netip.Addr{})); diff != "" {
+		t.Errorf("a's status of b (-want +got):\n%s", diff)
 	}
 
 	// A new next hop replaces the old; a prefix left out is withdrawn.
@@ -195,9 +198,12 @@ func TestAcceptedCountedAtImport(t *testing.T) {
 	}
 	st := all[0]
 	st.Uptime = 0
-	want := bgp.PeerStatus{Name: "b", Address: b.addr, ASN: 65001, State: bgp.StateEstablished, Received: 5, Accepted: 2, Rejected: 3, Advertised: 1}
-	if st != want {
-		t.Errorf("a's status of b as soon as converged = %+v, want %+v", st, want)
+	want := bgp.PeerStatus{
+		Name: "b", Address: b.addr, ASN: 65001, State: bgp.StateEstablished, Received: 5, Accepted: 2, Rejected: 3, Advertised: 1,
+		RejectedBy: map[string]uint64{bgp.RejectOutsidePools: 1, bgp.RejectDefault: 1, bgp.RejectOwnBlock: 1},
+	}
+	if diff := cmp.Diff(want, st, cmpopts.EquateComparable(netip.Addr{})); diff != "" {
+		t.Errorf("a's status of b as soon as converged (-want +got):\n%s", diff)
 	}
 
 	// Each cause is logged once: a warning for what b should not send, an
@@ -319,4 +325,24 @@ func TestContract(t *testing.T) {
 		}
 		return s
 	})
+}
+
+// TestFlapsCounted: a session that drops and comes back counts one flap on
+// the side that stayed, kept across the drop.
+func TestFlapsCounted(t *testing.T) {
+	l := newLab(t)
+	a, b := l.node("a", nil), l.node("b", nil)
+	a.setPeers(b.peer(nil))
+	b.setPeers(a.peer(nil))
+	if st := a.status("b", established); st.Flaps != 0 {
+		t.Errorf("flaps after the first establishment = %d, want 0", st.Flaps)
+	}
+	b.setPeers() // b sends a a Cease
+	if st := a.status("b", func(st bgp.PeerStatus) bool { return !established(st) }); st.Flaps != 1 {
+		t.Errorf("flaps once the session dropped = %d, want 1", st.Flaps)
+	}
+	b.setPeers(a.peer(nil))
+	if st := a.status("b", established); st.Flaps != 1 {
+		t.Errorf("flaps once the session is back = %d, want 1", st.Flaps)
+	}
 }

@@ -66,6 +66,7 @@ func run(ctx context.Context, args []string) error {
 	if err != nil {
 		return err
 	}
+	agent.Version = version
 	return agent.Run(ctx, cfg, slog.New(cfg.Log.Handler(os.Stderr)))
 }
 
