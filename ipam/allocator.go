@@ -49,7 +49,7 @@ type Allocator struct {
 	// pending are handles whose release the store did not take: they are
 	// released again by RetryReleases (pending.go).
 	pending map[string]bool
-	stats stats
+	stats   stats
 }
 
 // Request asks for one address of each family for a handle.
