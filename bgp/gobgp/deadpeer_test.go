@@ -1,6 +1,7 @@
 package gobgp
 
 import (
+	"errors"
 	"io"
 	"net"
 	"net/netip"
@@ -106,7 +107,7 @@ func (s *silencer) pipe(dst, src net.Conn) {
 			}
 		}
 		if err != nil {
-			if err != io.EOF || !silent {
+			if !errors.Is(err, io.EOF) || !silent {
 				dst.Close()
 			}
 			return
