@@ -338,6 +338,9 @@ func TestFlapsCounted(t *testing.T) {
 		t.Errorf("flaps after the first establishment = %d, want 0", st.Flaps)
 	}
 	b.setPeers() // b sends a a Cease
+	// The counter follows GoBGP's state event, which may come a moment
+	// after the state Status reads: wait for the drop to be counted.
+	a.status("b", func(st bgp.PeerStatus) bool { return !established(st) && st.Flaps >= 1 })
 	if st := a.status("b", func(st bgp.PeerStatus) bool { return !established(st) }); st.Flaps != 1 {
 		t.Errorf("flaps once the session dropped = %d, want 1", st.Flaps)
 	}
