@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io/fs"
+	"maps"
 	"net/netip"
 	"os"
 	"path/filepath"
@@ -298,13 +299,7 @@ func (l *Lab) peerObjects() (peers, secret []byte, err error) {
 	}
 	var s strings.Builder
 	s.WriteString("apiVersion: v1\nkind: Secret\nmetadata: {name: flatnet-bgp-passwords, namespace: kube-system}\nstringData:\n")
-	for _, k := range slices.Sorted(func(yield func(string) bool) {
-		for k := range data {
-			if !yield(k) {
-				return
-			}
-		}
-	}) {
+	for _, k := range slices.Sorted(maps.Keys(data)) {
 		fmt.Fprintf(&s, "  %s: %q\n", k, data[k])
 	}
 	return []byte(b.String()), []byte(s.String()), nil

@@ -138,7 +138,7 @@ func httpGet(netnsPath string, addr netip.AddrPort, path string) (string, error)
 }
 
 // ServiceChecks measures the Service rows.
-func (l *Lab) ServiceChecks(ctx context.Context) ([]Check, error) {
+func (l *Lab) ServiceChecks(_ context.Context) ([]Check, error) {
 	svcs, err := l.services()
 	if err != nil {
 		return nil, err
@@ -287,7 +287,6 @@ func (l *Lab) ServiceChecks(ctx context.Context) ([]Check, error) {
 		add(RuleDNS, p.Node+"/"+p.Name, headless, netip.AddrPort{}, err, fmt.Sprintf("DNS, %d pod addresses", len(addrs)))
 		break // one pod asks for the headless name
 	}
-	_ = ctx
 	return checks, nil
 }
 
