@@ -61,8 +61,8 @@ type env struct {
 // Every goroutine it starts, itself or through the datastore, is a task of
 // one errgroup, and it stops in one order: cancel the tasks (and let the
 // API's in-flight calls finish), wait for all of them, then stop what they
-// used — routing (its own goroutines, then the speaker, then the route
-// reconciler) and last the datastore. A task that fails stops the agent.
+// used — the policy stack, routing (its own goroutines, then the speaker,
+// then the route reconciler) and last the datastore. A task that fails stops the agent.
 func run(ctx context.Context, cfg config.Config, e env, log *slog.Logger) (err error) {
 	log = log.With("node", cfg.NodeName)
 	parent := ctx
@@ -71,6 +71,7 @@ func run(ctx context.Context, cfg config.Config, e env, log *slog.Logger) (err e
 	var (
 		ds  *datastore
 		rs  *routing
+		pol *policyStack
 		lis net.Listener
 		srv *grpc.Server
 	)
@@ -85,6 +86,7 @@ func run(ctx context.Context, cfg config.Config, e env, log *slog.Logger) (err e
 		if werr := tasks.Wait(); werr != nil {
 			err = errors.Join(err, werr)
 		}
+		pol.stop() // after the API: an Allocate in flight waits for its rules
 		if rs != nil {
 			rs.stop(err == nil && errors.Is(context.Cause(parent), ErrPlannedRestart))
 		}
@@ -134,11 +136,9 @@ func run(ctx context.Context, cfg config.Config, e env, log *slog.Logger) (err e
 	}
 
 	// Policy before the API: an Allocate answers once the pod's rules are in.
-	pol, err := startPolicy(ctx, cfg, alloc, e.netns, log)
-	if err != nil {
+	if pol, err = startPolicy(ctx, cfg, alloc, e.netns, log); err != nil {
 		return err
 	}
-	defer pol.stop()
 
 	status := &statusServer{adverts: &advertLog{}}
 	if cfg.BGP.Enabled {
