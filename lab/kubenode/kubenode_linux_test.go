@@ -1,7 +1,6 @@
 package kubenode_test
 
 import (
-	"fmt"
 	"net/netip"
 	"os"
 	"path/filepath"
@@ -181,23 +180,11 @@ func mustKubectl(t *testing.T, k *controlplane.Server, args ...string) string {
 	return out
 }
 
+// requireNodeTools stops the test unless the node's programs are there.
 func requireNodeTools(t *testing.T) {
 	t.Helper()
-	var missing []string
-	for _, p := range []string{kubenode.ContainerdPath, kubenode.CtrPath, kubenode.RuncPath, "/usr/bin/nsenter", "/usr/sbin/nft",
-		filepath.Join(harness.KubeBinDir(), "kubelet"), filepath.Join(harness.KubeBinDir(), "kube-proxy")} {
-		if _, err := os.Stat(p); err != nil {
-			missing = append(missing, p)
-		}
-	}
-	if len(missing) == 0 {
-		return
-	}
-	err := fmt.Errorf("real nodes need %s (make deps kube-bins)", strings.Join(missing, ", "))
-	if os.Getenv("CI") == "true" {
-		t.Fatal(err)
-	}
-	t.Skip(err)
+	harness.RequireTools(t, kubenode.ContainerdPath, kubenode.CtrPath, kubenode.RuncPath, "/usr/bin/nsenter", "/usr/sbin/nft",
+		filepath.Join(harness.KubeBinDir(), "kubelet"), filepath.Join(harness.KubeBinDir(), "kube-proxy"))
 }
 
 // requireImages returns the pause image archive (make image).
@@ -207,12 +194,7 @@ func requireImages(t *testing.T) []string {
 	if p == "" {
 		p = filepath.Join(harness.Root(), "bin", "images", "pause.tar")
 	}
-	if _, err := os.Stat(p); err != nil {
-		if os.Getenv("CI") == "true" {
-			t.Fatal(err)
-		}
-		t.Skip(err)
-	}
+	harness.RequireFiles(t, "make image", p)
 	return []string{p}
 }
 

@@ -16,23 +16,20 @@ import (
 // they need.
 func RequireTools(t testing.TB, tools ...string) {
 	t.Helper()
+	stopUnless(t, missingTools(tools), "make deps installs them")
+}
+
+// RequireFiles stops t unless every file exists (image archives, say),
+// naming what makes them.
+func RequireFiles(t testing.TB, makes string, files ...string) {
+	t.Helper()
 	var missing []string
-	if os.Geteuid() != 0 {
-		missing = append(missing, "root")
-	}
-	for _, tool := range tools {
-		if _, err := exec.LookPath(tool); err != nil {
-			missing = append(missing, tool)
+	for _, f := range files {
+		if _, err := os.Stat(f); err != nil {
+			missing = append(missing, f)
 		}
 	}
-	if len(missing) == 0 {
-		return
-	}
-	msg := "privileged test needs: " + strings.Join(missing, ", ") + " (make deps installs them)"
-	if os.Getenv("CI") == "true" {
-		t.Fatal(msg)
-	}
-	t.Skip(msg)
+	stopUnless(t, missing, makes)
 }
 
 // Containerd is a private containerd (Debian's, /usr/bin/containerd): its

@@ -27,6 +27,18 @@ import (
 // absolute path) and the repository's binaries built.
 func Require(t testing.TB, tools ...string) {
 	t.Helper()
+	missing := missingTools(tools)
+	for _, b := range []string{"flatnet", "flatnet-agent", "flatnetctl"} {
+		if _, err := os.Stat(Bin(b)); err != nil {
+			missing = append(missing, Bin(b)+" (run make build)")
+		}
+	}
+	stopUnless(t, missing, "make test installs and builds them")
+}
+
+// missingTools lists root, when this is not root, and the tools not on
+// PATH (nor at their absolute path).
+func missingTools(tools []string) []string {
 	var missing []string
 	if os.Geteuid() != 0 {
 		missing = append(missing, "root")
@@ -36,15 +48,17 @@ func Require(t testing.TB, tools ...string) {
 			missing = append(missing, tool)
 		}
 	}
-	for _, b := range []string{"flatnet", "flatnet-agent", "flatnetctl"} {
-		if _, err := os.Stat(Bin(b)); err != nil {
-			missing = append(missing, Bin(b)+" (run make build)")
-		}
-	}
+	return missing
+}
+
+// stopUnless stops t when something is missing: it fails t in CI
+// (CI=true), where a skipped test has not run, and skips it elsewhere.
+func stopUnless(t testing.TB, missing []string, hint string) {
+	t.Helper()
 	if len(missing) == 0 {
 		return
 	}
-	msg := "privileged test needs: " + strings.Join(missing, ", ") + " (make test installs and builds them)"
+	msg := "privileged test needs: " + strings.Join(missing, ", ") + " (" + hint + ")"
 	if os.Getenv("CI") == "true" {
 		t.Fatal(msg)
 	}
