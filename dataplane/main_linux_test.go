@@ -4,7 +4,6 @@ import (
 	"context"
 	"log/slog"
 	"os"
-	"os/exec"
 	"strings"
 	"testing"
 
@@ -18,25 +17,11 @@ func TestMain(m *testing.M) {
 	os.Exit(m.Run())
 }
 
-// requirePrivileged stops tb unless it runs as root with iproute2: outside CI
-// it skips, in CI (CI=true) it fails, because a skipped test has not run.
+// requirePrivileged stops tb unless it runs as root with iproute2 (a skip
+// outside CI, a failure in it: harness.RequireTools).
 func requirePrivileged(tb testing.TB) {
 	tb.Helper()
-	var missing []string
-	if os.Geteuid() != 0 {
-		missing = append(missing, "root")
-	}
-	if _, err := exec.LookPath("ip"); err != nil {
-		missing = append(missing, "ip (iproute2)")
-	}
-	if len(missing) == 0 {
-		return
-	}
-	msg := "privileged test needs: " + strings.Join(missing, ", ")
-	if os.Getenv("CI") == "true" {
-		tb.Fatal(msg)
-	}
-	tb.Skip(msg)
+	harness.RequireTools(tb, "ip")
 }
 
 // newNodeNS makes a namespace standing for a node: an uplink veth (up0, its

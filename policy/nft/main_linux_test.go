@@ -4,7 +4,6 @@ import (
 	"context"
 	"log/slog"
 	"os"
-	"os/exec"
 	"strings"
 	"testing"
 
@@ -18,27 +17,11 @@ func TestMain(m *testing.M) {
 	os.Exit(m.Run())
 }
 
-// requirePrivileged stops tb unless it runs as root with nft and ip: outside
-// CI it skips, in CI (CI=true) it fails, because a skipped test has not run.
+// requirePrivileged stops tb unless it runs as root with nft and ip (a skip
+// outside CI, a failure in it: harness.RequireTools).
 func requirePrivileged(tb testing.TB) {
 	tb.Helper()
-	var missing []string
-	if os.Geteuid() != 0 {
-		missing = append(missing, "root")
-	}
-	for _, tool := range []string{"nft", "ip"} {
-		if _, err := exec.LookPath(tool); err != nil {
-			missing = append(missing, tool)
-		}
-	}
-	if len(missing) == 0 {
-		return
-	}
-	msg := "privileged test needs: " + strings.Join(missing, ", ")
-	if os.Getenv("CI") == "true" {
-		tb.Fatal(msg)
-	}
-	tb.Skip(msg)
+	harness.RequireTools(tb, "nft", "ip")
 }
 
 // newNodeNS makes a namespace standing for a node.
